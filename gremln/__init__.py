@@ -1,0 +1,1 @@
+"""GREmLN: graph-aware transcriptomics foundation model (not implemented yet; see README)."""

@@ -1,0 +1,133 @@
+"""ARACNe end to end: recovery of a planted network, determinism, Dask, AnnData."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import planted_network
+
+from netinfer import InputError, aracne, aracne_adata
+from netinfer.distributed import prepare_client
+
+FAST = dict(resamples=8, null_pairs=100_000, seed=3)
+
+
+def _edge_set(edges):
+    return set(zip(edges["regulator"], edges["target"]))
+
+
+def _directed_hits(found, truth):
+    """Predicted edges that are true in either direction (regulator pairs are symmetric)."""
+    return {e for e in found if e in truth or e[::-1] in truth}
+
+
+def test_recovers_planted_network(planted):
+    X, genes, regulators, truth = planted
+    result = aracne(X, genes, regulators, **FAST)
+    found = _edge_set(result.edges)
+    hits = _directed_hits(found, truth)
+    assert len(hits) / len(found) >= 0.95  # precision
+    assert len(hits) >= 0.9 * len(truth)  # recall
+    edges = result.edges
+    assert list(edges.columns) == ["regulator", "target", "mi", "pvalue", "count", "scc", "log_p"]
+    assert (np.diff(edges["mi"].to_numpy()) <= 0).all()
+    assert (edges["pvalue"] < 0.05).all() and (edges["count"] <= 8).all()
+    np.testing.assert_allclose(edges["log_p"], np.log(edges["pvalue"]))
+    assert result.summary["final_edges"] == len(edges)
+    assert len(result.summary["edges_per_resample"]) == 8
+
+
+def test_same_seed_same_network_any_threads(planted):
+    X, genes, regulators, _ = planted
+    X = np.round(X, 1)  # ties: the seed decides their order, so it shows in every MI
+    one = aracne(X, genes, regulators, threads=1, **FAST)
+    two = aracne(X, genes, regulators, threads=2, **FAST)
+    pd.testing.assert_frame_equal(one.edges, two.edges)
+    assert one.summary["edges_per_resample"] == two.summary["edges_per_resample"]
+    other_seed = aracne(X, genes, regulators, threads=2, **{**FAST, "seed": 4})
+    assert not np.array_equal(other_seed.edges["mi"], one.edges["mi"])
+
+
+def test_dask_local_cluster_gives_the_same_network(planted):
+    X, genes, regulators, _ = planted
+    local = aracne(X, genes, regulators, **FAST).edges
+    client, close = prepare_client(workers=2, threads=1)
+    try:
+        assert len(client.scheduler_info()["workers"]) == 2
+        on_dask = aracne(X, genes, regulators, client=client, **FAST).edges
+    finally:
+        close()
+    pd.testing.assert_frame_equal(local, on_dask)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(resampling="bootstrap"),
+        dict(fdr=0.05, pruning="maxent", consolidation="binomial", leaf_rule="aracne3"),
+        dict(resamples=0),
+    ],
+)
+def test_variants_run_and_stay_precise(planted, options):
+    X, genes, regulators, truth = planted
+    result = aracne(X, genes, regulators, **{**FAST, **options})
+    found = _edge_set(result.edges)
+    assert found and len(_directed_hits(found, truth)) / len(found) >= 0.9
+
+
+def test_pruning_removes_indirect_edges(planted):
+    X, genes, regulators, truth = planted
+    pruned = _edge_set(aracne(X, genes, regulators, **FAST).edges)
+    unpruned = _edge_set(aracne(X, genes, regulators, **{**FAST, "pruning": "none"}).edges)
+    assert pruned < unpruned
+    removed = unpruned - pruned
+    assert len(_directed_hits(removed, truth)) < len(removed) / 2
+
+
+def test_full_output_ranks_every_pair(planted):
+    X, genes, regulators, _ = planted
+    normal = aracne(X, genes, regulators, **FAST).edges
+    full = aracne(X, genes, regulators, full_output=True, **FAST).edges
+    assert len(full) == len(regulators) * (len(genes) - 1)
+    significant = full[full["significant"]].drop(columns="significant").reset_index(drop=True)
+    pd.testing.assert_frame_equal(significant, normal)
+    assert (full.loc[full["count"] == 0, "pvalue"] == 1.0).all()
+
+
+def test_input_problems_are_named(planted):
+    X, genes, regulators, _ = planted
+    with pytest.warns(UserWarning, match="1 of 9 regulators are absent"):
+        aracne(X, genes, [*regulators, "NOPE"], **FAST)
+    with pytest.raises(InputError, match="none of the 2 regulators"):
+        aracne(X, genes, ["A", "B"], **FAST)
+    constant = X.copy()
+    constant[:, 30] = 1.0
+    with pytest.warns(UserWarning, match="constant"):
+        result = aracne(constant, genes, regulators, **FAST)
+    assert result.summary["constant_genes_ignored"] == 1
+    assert "G030" not in set(result.edges["target"])
+    with pytest.raises(ValueError, match="resampling"):
+        aracne(X, genes, regulators, resampling="jackknife")
+    with pytest.raises(InputError, match="samples"):
+        aracne(X[:5], genes, regulators, **FAST)
+
+
+def test_anndata_wrapper_with_sparse_layer_roundtrips_h5ad(tmp_path):
+    X, genes, regulators, _ = planted_network(seed=1)
+    adata = ad.AnnData(np.zeros_like(X), var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = sp.csr_matrix(X)
+    aracne_adata(adata, regulators, layer="counts", **FAST)
+    network = adata.uns["aracne"]["network"]
+    expected = aracne(X, genes, regulators, **FAST).edges
+    pd.testing.assert_frame_equal(network, expected)
+    assert adata.uns["aracne"]["params"]["layer"] == "counts"
+    adata.write_h5ad(tmp_path / "net.h5ad")
+    back = ad.read_h5ad(tmp_path / "net.h5ad")
+    assert len(back.uns["aracne"]["network"]) == len(network)
+    copy = aracne_adata(adata, regulators, layer="counts", key_added="other", copy=True, **FAST)
+    assert "other" in copy.uns and "other" not in adata.uns
+    with pytest.raises(InputError, match="no layer 'missing'"):
+        aracne_adata(adata, regulators, layer="missing")
