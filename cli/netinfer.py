@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -21,8 +20,9 @@ resampling (default: 100 subsamples of 63.2%% of the samples, without replacemen
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="netinfer", description="Gene regulatory network inference (ARACNe) for single-cell "
-        "and bulk expression data."
+        prog="netinfer",
+        description="Gene regulatory network inference (ARACNe) for single-cell "
+        "and bulk expression data.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -41,59 +41,132 @@ def _parser() -> argparse.ArgumentParser:
         help="expression: .h5ad (cells x genes, X or --layer) or ARACNe-style .tsv/.txt/.csv "
         "(optionally .gz; genes x samples, gene ids in the first column, one header line)",
     )
-    run.add_argument("--regulators", required=True, metavar="FILE",
-                     help="candidate regulators (e.g. transcription factors), one id per line")
-    run.add_argument("--output", required=True, metavar="PATH",
-                     help="network file to write (written atomically; .gz compresses)")
+    run.add_argument(
+        "--regulators",
+        required=True,
+        metavar="FILE",
+        help="candidate regulators (e.g. transcription factors), one id per line",
+    )
+    run.add_argument(
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="network file to write (written atomically; .gz compresses)",
+    )
     run.add_argument("--layer", metavar="L", help="AnnData layer to use instead of X")
-    run.add_argument("--resamples", type=int, default=100, metavar="N",
-                     help="resampled networks to consolidate; 0 = one network on all samples "
-                     "(default: 100)")
+    run.add_argument(
+        "--resamples",
+        type=int,
+        default=100,
+        metavar="N",
+        help="resampled networks to consolidate; 0 = one network on all samples (default: 100)",
+    )
     scheme = run.add_mutually_exclusive_group()
-    scheme.add_argument("--bootstrap", action="store_true",
-                        help="resample with replacement (ARACNe-AP's bootstraps)")
-    scheme.add_argument("--subsample", type=float, default=0.632, metavar="FRACTION",
-                        help="resample this fraction without replacement (ARACNe3; default: "
-                        "0.632)")
+    scheme.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="resample with replacement (ARACNe-AP's bootstraps)",
+    )
+    scheme.add_argument(
+        "--subsample",
+        type=float,
+        default=0.632,
+        metavar="FRACTION",
+        help="resample this fraction without replacement (ARACNe3; default: 0.632)",
+    )
     threshold = run.add_mutually_exclusive_group()
-    threshold.add_argument("--pvalue", type=float, default=1e-8, metavar="P",
-                           help="MI threshold at this null p-value (per pair; default: 1e-8)")
-    threshold.add_argument("--fdr", type=float, metavar="Q",
-                           help="instead, Benjamini-Hochberg FDR over regulators x (genes - 1) "
-                           "pairs, as ARACNe3")
-    run.add_argument("--pruning", choices=["dpi", "maxent", "none"], default="dpi",
-                     help="dpi: ARACNe-AP's rule, never removes a regulator-regulator edge; "
-                     "maxent: ARACNe3's, also removes it when weakest (default: dpi)")
-    run.add_argument("--dpi-tolerance", type=float, default=0.0, metavar="T",
-                     help="keep an edge unless it is weaker than the others by this fraction "
-                     "(default: 0, strict)")
-    run.add_argument("--consolidation", choices=["poisson", "binomial"], default="poisson",
-                     help="test of edge counts over resamples: poisson (ARACNe-AP) or binomial "
-                     "against the estimated false-positive rate (ARACNe3) (default: poisson)")
-    run.add_argument("--consolidation-pvalue", type=float, default=0.05, metavar="P",
-                     help="keep edges whose Bonferroni-adjusted count p-value is below this "
-                     "(default: 0.05)")
-    run.add_argument("--leaf-rule", choices=["aracne-ap", "aracne3"], default="aracne-ap",
-                     help="smallest cell tested for a split: 3 points (aracne-ap) or 4 (aracne3) "
-                     "(default: aracne-ap)")
-    run.add_argument("--full-output", action="store_true",
-                     help="write every regulator-target pair ranked by MI, without cutoff")
-    run.add_argument("--format", choices=["aracne-ap", "aracne3"], default="aracne-ap",
-                     help="aracne-ap: Regulator Target MI pvalue; aracne3: regulator.values "
-                     "target.values mi.values scc.values count.values log.p.values "
-                     "(default: aracne-ap)")
-    run.add_argument("--seed", type=int, default=0, metavar="S",
-                     help="seed of every random draw; the same seed gives the same network "
-                     "with any thread or worker count (default: 0)")
-    run.add_argument("--threads", type=int, metavar="T",
-                     help="threads for the MI kernels (default: all cores)")
+    threshold.add_argument(
+        "--pvalue",
+        type=float,
+        default=1e-8,
+        metavar="P",
+        help="MI threshold at this null p-value (per pair; default: 1e-8)",
+    )
+    threshold.add_argument(
+        "--fdr",
+        type=float,
+        metavar="Q",
+        help="instead, Benjamini-Hochberg FDR over regulators x (genes - 1) pairs, as ARACNe3",
+    )
+    run.add_argument(
+        "--pruning",
+        choices=["dpi", "maxent", "none"],
+        default="dpi",
+        help="dpi: ARACNe-AP's rule, never removes a regulator-regulator edge; "
+        "maxent: ARACNe3's, also removes it when weakest (default: dpi)",
+    )
+    run.add_argument(
+        "--dpi-tolerance",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="keep an edge unless it is weaker than the others by this fraction "
+        "(default: 0, strict)",
+    )
+    run.add_argument(
+        "--consolidation",
+        choices=["poisson", "binomial"],
+        default="poisson",
+        help="test of edge counts over resamples: poisson (ARACNe-AP) or binomial "
+        "against the estimated false-positive rate (ARACNe3) (default: poisson)",
+    )
+    run.add_argument(
+        "--consolidation-pvalue",
+        type=float,
+        default=0.05,
+        metavar="P",
+        help="keep edges whose Bonferroni-adjusted count p-value is below this (default: 0.05)",
+    )
+    run.add_argument(
+        "--leaf-rule",
+        choices=["aracne-ap", "aracne3"],
+        default="aracne-ap",
+        help="smallest cell tested for a split: 3 points (aracne-ap) or 4 (aracne3) "
+        "(default: aracne-ap)",
+    )
+    run.add_argument(
+        "--full-output",
+        action="store_true",
+        help="write every regulator-target pair ranked by MI, without cutoff",
+    )
+    run.add_argument(
+        "--format",
+        choices=["aracne-ap", "aracne3"],
+        default="aracne-ap",
+        help="aracne-ap: Regulator Target MI pvalue; aracne3: regulator.values "
+        "target.values mi.values scc.values count.values log.p.values "
+        "(default: aracne-ap)",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of every random draw; the same seed gives the same network "
+        "with any thread or worker count (default: 0)",
+    )
+    run.add_argument(
+        "--threads", type=int, metavar="T", help="threads for the MI kernels (default: all cores)"
+    )
     cluster = run.add_mutually_exclusive_group()
-    cluster.add_argument("--scheduler", metavar="ADDRESS",
-                         help="run resamples on this Dask scheduler (e.g. tcp://host:8786)")
-    cluster.add_argument("--workers", type=int, metavar="N",
-                         help="run resamples on a local Dask cluster of N worker processes")
-    run.add_argument("--min-samples", type=int, default=10, metavar="N",
-                     help="refuse data with fewer samples (default: 10)")
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run resamples on this Dask scheduler (e.g. tcp://host:8786)",
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run resamples on a local Dask cluster of N worker processes",
+    )
+    run.add_argument(
+        "--min-samples",
+        type=int,
+        default=10,
+        metavar="N",
+        help="refuse data with fewer samples (default: 10)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     example = commands.add_parser(
@@ -153,7 +226,8 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
 def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     per_resample = summary["edges_per_resample"]
     if len(per_resample) > 1:
-        spread = f"{min(per_resample)}-{max(per_resample)} (mean {sum(per_resample) / len(per_resample):.0f})"
+        mean = sum(per_resample) / len(per_resample)
+        spread = f"{min(per_resample)}-{max(per_resample)} (mean {mean:.0f})"
     else:
         spread = str(per_resample[0])
     threshold = (
@@ -163,9 +237,15 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     )
     table = Table(title="ARACNe run", show_header=False)
     rows = [
-        ("genes", f"{summary['genes']:,}"
-         + (f" ({summary['constant_genes_ignored']} constant ignored)"
-            if summary["constant_genes_ignored"] else "")),
+        (
+            "genes",
+            f"{summary['genes']:,}"
+            + (
+                f" ({summary['constant_genes_ignored']} constant ignored)"
+                if summary["constant_genes_ignored"]
+                else ""
+            ),
+        ),
         ("samples", f"{summary['samples']:,} ({summary['resample_size']:,} per resample)"),
         ("regulators", f"{summary['regulators']:,}"),
         ("threshold", threshold),

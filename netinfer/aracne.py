@@ -35,10 +35,20 @@ from scipy import stats
 from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
 from netinfer.io import InputError, validate_expression
-from netinfer.mi.apmi import apmi_pairs, apmi_regulators, min_split_for, random_tie_ranks
-from netinfer.mi.apmi import rank_codes
-from netinfer.mi.null import DEFAULT_NULL_PAIRS, benjamini_hochberg_cutoff, null_model
-from netinfer.mi.null import resample_indices, subsample_size
+from netinfer.mi.apmi import (
+    apmi_pairs,
+    apmi_regulators,
+    min_split_for,
+    random_tie_ranks,
+    rank_codes,
+)
+from netinfer.mi.null import (
+    DEFAULT_NULL_PAIRS,
+    benjamini_hochberg_cutoff,
+    null_model,
+    resample_indices,
+    subsample_size,
+)
 from netinfer.prune import PRUNING_RULES, prune
 
 FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples ranking
@@ -70,9 +80,7 @@ class AracneSettings:
                 f"resampling must be 'subsample' or 'bootstrap', not {self.resampling!r}"
             )
         if not 0.0 < self.subsample_fraction < 1.0:
-            raise ValueError(
-                f"subsample_fraction must be in (0, 1), not {self.subsample_fraction}"
-            )
+            raise ValueError(f"subsample_fraction must be in (0, 1), not {self.subsample_fraction}")
         if not 0.0 < self.pvalue < 1.0:
             raise ValueError(f"pvalue must be in (0, 1), not {self.pvalue}")
         if self.fdr is not None and not 0.0 < self.fdr < 1.0:
@@ -150,7 +158,7 @@ def _resample_network(
     kept = prune(mi, edges, reg_cols, rule=settings.pruning, tolerance=settings.dpi_tolerance)
     reg, gene = np.nonzero(kept)
     n_thresholded = int(edges.sum())
-    # pruning removes edges regardless of truth, so the false-positive rate shrinks with the kept share
+    # pruning removes edges regardless of truth: the false-positive rate shrinks with the kept share
     rate *= reg.size / n_thresholded if n_thresholded else 1.0
     return ResampleNetwork(
         edge_ids=reg.astype(np.int64) * X.shape[1] + gene,
@@ -318,7 +326,9 @@ def aracne(
         broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(runs), desc="ARACNe resamples", unit="net", disable=not progress) as bar:
+        with tqdm(
+            total=len(runs), desc="ARACNe resamples", unit="net", disable=not progress
+        ) as bar:
             if client is None:
                 networks = []
                 for resample in runs:

@@ -49,7 +49,9 @@ def _random_network(seed, n_regs=12, n_genes=40, density=0.35):
 def test_prune_matches_triangle_loop(seed, rule, tolerance):
     mi, edges, reg_cols = _random_network(seed)
     got = prune(mi, edges, reg_cols, rule=rule, tolerance=tolerance)
-    np.testing.assert_array_equal(got, _brute_prune(mi, edges, reg_cols, rule == "maxent", tolerance))
+    np.testing.assert_array_equal(
+        got, _brute_prune(mi, edges, reg_cols, rule == "maxent", tolerance)
+    )
     assert not (got & ~edges).any()
 
 

@@ -114,6 +114,55 @@ def _leaf(n, kx, ky, d, m):
     return n * math.log(n / (_width(kx, d, m) * _width(ky, d, m)))
 
 
+@njit(cache=True, inline="always")
+def _quadrant(x, y, shift):
+    return (((x >> shift) & 1) << 1) | ((y >> shift) & 1)
+
+
+@njit(cache=True)
+def _split_children(counts, kx, ky, d, m, min_split, can_split):
+    """Test the four quadrants of a cell at depth d that is being split.
+
+    ``counts[4 q + s]`` holds the points of quadrant q's sub-quadrant s. Returns a bit mask of the
+    quadrants to split further and the summed leaf terms of the others.
+    """
+    split_mask = 0
+    leaves = 0.0
+    for q in range(4):
+        n_child = counts[q * 4] + counts[q * 4 + 1] + counts[q * 4 + 2] + counts[q * 4 + 3]
+        if n_child == 0:
+            continue
+        split = False
+        if can_split and n_child >= min_split:
+            expected = n_child / 4.0
+            chi2 = 0.0
+            for s in range(4):
+                dev = counts[q * 4 + s] - expected
+                chi2 += dev * dev
+            split = chi2 / expected > CHI2_SPLIT
+        if split:
+            split_mask |= 1 << q
+        else:
+            leaves += _leaf(n_child, (kx << 1) | (q >> 1), (ky << 1) | (q & 1), d + 1, m)
+    return split_mask, leaves
+
+
+@njit(cache=True)
+def _push_children(stack, top, offsets, start, split_mask, d, kx, ky):
+    """Push the quadrants in ``split_mask``; quadrant q holds points [offsets[q-1], offsets[q])."""
+    child_start = start
+    for q in range(4):
+        if (split_mask >> q) & 1:
+            stack[top, 0] = child_start
+            stack[top, 1] = offsets[q]
+            stack[top, 2] = d + 1
+            stack[top, 3] = (kx << 1) | (q >> 1)
+            stack[top, 4] = (ky << 1) | (q & 1)
+            top += 1
+        child_start = offsets[q]
+    return top
+
+
 @njit(cache=True)
 def apmi_codes(cx, cy, depth, min_split, points, scratch, stack):
     """Adaptive-partitioning MI (nats) of one pair, given the two genes' cell codes.
@@ -122,85 +171,58 @@ def apmi_codes(cx, cy, depth, min_split, points, scratch, stack):
     the caller allocates once and reuses across pairs.
     """
     m = cx.shape[0]
-    for i in range(m):
-        points[i] = i
     counts = np.zeros(16, dtype=np.int64)
-    total = 0.0
-    # stack rows: start, stop, depth, kx, ky of cells that are decided to be split
-    stack[0, 0] = 0
-    stack[0, 1] = m
-    stack[0, 2] = 0
-    stack[0, 3] = 0
-    stack[0, 4] = 0
-    top = 1
+    offsets = np.empty(4, dtype=np.int64)
+    # The root is always split. It holds every sample, so it is read without the point index.
+    for i in range(m):
+        q = _quadrant(cx[i], cy[i], depth - 1)
+        counts[q * 4 + _quadrant(cx[i], cy[i], depth - 2)] += 1
+    split_mask, total = _split_children(counts, 0, 0, 0, m, min_split, True)
+    if split_mask == 0:
+        return total / m + math.log(m)
+    run = 0
+    for q in range(4):
+        offsets[q] = run
+        run += counts[q * 4] + counts[q * 4 + 1] + counts[q * 4 + 2] + counts[q * 4 + 3]
+    for i in range(m):
+        q = _quadrant(cx[i], cy[i], depth - 1)
+        points[offsets[q]] = i
+        offsets[q] += 1
+    # stack rows: start, stop, depth, kx, ky of the cells that are being split
+    top = _push_children(stack, 0, offsets, 0, split_mask, 0, 0, 0)
     while top > 0:
         top -= 1
-        start = stack[top, 0]
-        stop = stack[top, 1]
-        d = stack[top, 2]
-        kx = stack[top, 3]
-        ky = stack[top, 4]
+        start, stop, d, kx, ky = (
+            stack[top, 0],
+            stack[top, 1],
+            stack[top, 2],
+            stack[top, 3],
+            stack[top, 4],
+        )
         child_shift = depth - d - 1
         grand_shift = depth - d - 2
+        can_split = grand_shift >= 0  # else the children are single ranks wide
         counts[:] = 0
-        if grand_shift >= 0:
-            for j in range(start, stop):
-                p = points[j]
-                x = cx[p]
-                y = cy[p]
-                q = (((x >> child_shift) & 1) << 1) | ((y >> child_shift) & 1)
-                s = (((x >> grand_shift) & 1) << 1) | ((y >> grand_shift) & 1)
-                counts[q * 4 + s] += 1
-        else:  # children are single ranks wide: they are leaves, only their sizes matter
-            for j in range(start, stop):
-                p = points[j]
-                q = (((cx[p] >> child_shift) & 1) << 1) | ((cy[p] >> child_shift) & 1)
-                counts[q * 4] += 1
-        split_mask = 0
-        for q in range(4):
-            n_child = counts[q * 4] + counts[q * 4 + 1] + counts[q * 4 + 2] + counts[q * 4 + 3]
-            if n_child == 0:
-                continue
-            child_kx = (kx << 1) | (q >> 1)
-            child_ky = (ky << 1) | (q & 1)
-            split = False
-            if n_child >= min_split and grand_shift >= 0:
-                expected = n_child / 4.0
-                chi2 = 0.0
-                for s in range(4):
-                    dev = counts[q * 4 + s] - expected
-                    chi2 += dev * dev
-                split = chi2 / expected > CHI2_SPLIT
-            if split:
-                split_mask |= 1 << q
-            else:
-                total += _leaf(n_child, child_kx, child_ky, d + 1, m)
+        for j in range(start, stop):
+            p = points[j]
+            q = _quadrant(cx[p], cy[p], child_shift)
+            counts[q * 4 + (_quadrant(cx[p], cy[p], grand_shift) if can_split else 0)] += 1
+        split_mask, leaves = _split_children(counts, kx, ky, d, m, min_split, can_split)
+        total += leaves
         if split_mask == 0:
             continue
-        # Reorder this cell's points by quadrant (counting sort) and push the quadrants to split.
-        offsets = np.empty(4, dtype=np.int64)
+        # reorder the cell's points by quadrant (counting sort) before pushing the ones to split
         run = start
         for q in range(4):
             offsets[q] = run
             run += counts[q * 4] + counts[q * 4 + 1] + counts[q * 4 + 2] + counts[q * 4 + 3]
         for j in range(start, stop):
             p = points[j]
-            q = (((cx[p] >> child_shift) & 1) << 1) | ((cy[p] >> child_shift) & 1)
+            q = _quadrant(cx[p], cy[p], child_shift)
             scratch[offsets[q]] = p
             offsets[q] += 1
-        for j in range(start, stop):
-            points[j] = scratch[j]
-        child_start = start
-        for q in range(4):
-            child_stop = offsets[q]
-            if (split_mask >> q) & 1:
-                stack[top, 0] = child_start
-                stack[top, 1] = child_stop
-                stack[top, 2] = d + 1
-                stack[top, 3] = (kx << 1) | (q >> 1)
-                stack[top, 4] = (ky << 1) | (q & 1)
-                top += 1
-            child_start = child_stop
+        points[start:stop] = scratch[start:stop]
+        top = _push_children(stack, top, offsets, start, split_mask, d, kx, ky)
     return total / m + math.log(m)
 
 
