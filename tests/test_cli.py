@@ -1,0 +1,163 @@
+"""The ``netinfer`` command as a user runs it: real files in, network files out."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import planted_network
+
+from cli import gremln as gremln_cli
+from cli import netinfer as cli
+
+FAST = ["--resamples", "6", "--seed", "1", "--quiet"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    X, genes, regulators, truth = planted_network()
+    table = pd.DataFrame(X.T, index=pd.Index(genes, name="gene"))
+    table.columns = [f"S{i:04d}" for i in range(X.shape[0])]
+    tsv = tmp_path / "expr.tsv.gz"
+    table.to_csv(tsv, sep="\t")
+    regs = tmp_path / "tfs.txt"
+    regs.write_text("# regulators\n" + "\n".join(regulators) + "\n")
+    return tmp_path, tsv, regs, truth
+
+
+def test_aracne_tsv_to_both_formats(files):
+    tmp, tsv, regs, truth = files
+    ap = tmp / "out" / "network.txt"
+    assert (
+        cli.main(["aracne", str(tsv), "--regulators", str(regs), "--output", str(ap), *FAST]) == 0
+    )
+    network = pd.read_csv(ap, sep="\t")
+    assert list(network.columns) == ["Regulator", "Target", "MI", "pvalue"]
+    found = set(zip(network["Regulator"], network["Target"]))
+    assert len({e for e in found if e in truth or e[::-1] in truth}) >= 0.95 * len(found)
+
+    a3 = tmp / "network3.tsv"
+    args = [
+        "aracne",
+        str(tsv),
+        "--regulators",
+        str(regs),
+        "--output",
+        str(a3),
+        "--format",
+        "aracne3",
+        "--fdr",
+        "0.05",
+        "--pruning",
+        "maxent",
+        "--consolidation",
+        "binomial",
+        "--subsample",
+        "0.5",
+        *FAST,
+    ]
+    assert cli.main(args) == 0
+    header = a3.read_text().splitlines()[0].split("\t")
+    assert header == [
+        "regulator.values",
+        "target.values",
+        "mi.values",
+        "scc.values",
+        "count.values",
+        "log.p.values",
+    ]
+
+
+def test_aracne_h5ad_layer_full_output_and_summary(files, capsys):
+    tmp, _, regs, _ = files
+    X, genes, _, _ = planted_network()
+    adata = ad.AnnData(np.zeros_like(X), var=pd.DataFrame(index=genes))
+    adata.layers["expr"] = X
+    h5ad = tmp / "cells.h5ad"
+    adata.write_h5ad(h5ad)
+    out = tmp / "full.tsv"
+    args = [
+        "aracne",
+        str(h5ad),
+        "--layer",
+        "expr",
+        "--regulators",
+        str(regs),
+        "--output",
+        str(out),
+        "--full-output",
+        "--resamples",
+        "4",
+        "--threads",
+        "1",
+    ]
+    assert cli.main(args) == 0
+    assert len(pd.read_csv(out, sep="\t")) == 8 * 59
+    err = capsys.readouterr().err
+    for text in (
+        "cells x genes",
+        "genes",
+        "regulators",
+        "threshold",
+        "edges per resample",
+        "final edges",
+        "time",
+    ):
+        assert text in err
+
+
+def test_aracne_on_local_dask_cluster(files):
+    tmp, tsv, regs, _ = files
+    local, dask = tmp / "local.txt", tmp / "dask.txt"
+    common = ["aracne", str(tsv), "--regulators", str(regs), *FAST]
+    assert cli.main([*common, "--output", str(local)]) == 0
+    assert cli.main([*common, "--output", str(dask), "--workers", "2"]) == 0
+    assert local.read_text() == dask.read_text()
+
+
+def test_bad_input_exits_2_and_names_the_problem(files, capsys):
+    tmp, tsv, regs, _ = files
+    bad = tmp / "bad.tsv"
+    bad.write_text("gene\tS1\tS2\tS3\nA\t1\t2\t3\nB\t1\tx\t3\n")
+    out = tmp / "never.txt"
+    assert cli.main(["aracne", str(bad), "--regulators", str(regs), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.tsv" in err and "line 3" in err and "'x'" in err
+    assert not out.exists()
+    none = tmp / "none.txt"
+    none.write_text("NOT_A_GENE\n")
+    assert cli.main(["aracne", str(tsv), "--regulators", str(none), "--output", str(out)]) == 2
+    assert "none.txt" in capsys.readouterr().err
+
+
+def test_help_explains_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["aracne", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for default in (
+        "default: 100",
+        "default: 1e-8",
+        "default: 0.632",
+        "default: dpi",
+        "default: poisson",
+        "default: 0",
+    ):
+        assert default in text
+
+
+def test_example_data_is_real_pbmc_counts(tmp_path):
+    assert cli.main(["example-data", str(tmp_path)]) == 0
+    adata = ad.read_h5ad(tmp_path / "pbmc68k_counts.h5ad")
+    assert adata.shape == (700, 765)
+    counts = adata.X.toarray()
+    assert np.array_equal(counts, np.rint(counts)) and counts.max() > 50
+    assert adata.obs["bulk_labels"].nunique() == 10
+    tfs = (tmp_path / "human_tfs.txt").read_text().split()
+    assert len(tfs) == 1639 and "SPI1" in tfs
+
+
+def test_gremln_command_says_it_is_not_implemented(capsys):
+    assert gremln_cli.main([]) == 1
+    assert "Not implemented yet" in capsys.readouterr().out
