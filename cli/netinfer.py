@@ -76,17 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     threshold = run.add_mutually_exclusive_group()
     threshold.add_argument(
-        "--pvalue",
-        type=float,
-        default=1e-8,
-        metavar="P",
-        help="MI threshold at this null p-value (per pair; default: 1e-8)",
-    )
-    threshold.add_argument(
         "--fdr",
         type=float,
         metavar="Q",
-        help="instead, Benjamini-Hochberg FDR over regulators x (genes - 1) pairs, as ARACNe3",
+        help="Benjamini-Hochberg FDR over regulators x (genes - 1) pairs in each resample, as "
+        "ARACNe3 (default: 0.05)",
+    )
+    threshold.add_argument(
+        "--pvalue",
+        type=float,
+        metavar="P",
+        help="instead, the MI threshold at this per-pair null p-value, e.g. 1e-8 as ARACNe-AP",
     )
     run.add_argument(
         "--pruning",
@@ -231,7 +231,7 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     else:
         spread = str(per_resample[0])
     threshold = (
-        f"FDR {args.fdr} (Benjamini-Hochberg)"
+        f"FDR {args.fdr or 0.05} (Benjamini-Hochberg, per resample)"
         if summary["threshold"] is None
         else f"MI > {summary['threshold']:.4f} nats (null p = {args.pvalue:g})"
     )

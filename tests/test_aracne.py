@@ -38,6 +38,8 @@ def test_recovers_planted_network(planted):
     np.testing.assert_allclose(edges["log_p"], np.log(edges["pvalue"]))
     assert result.summary["final_edges"] == len(edges)
     assert len(result.summary["edges_per_resample"]) == 8
+    # the null is simulated on samples of the size each resample has
+    assert result.summary["resample_size"] == result.summary["null_resample_size"] == 127
 
 
 def test_same_seed_same_network_any_threads(planted):
@@ -67,6 +69,7 @@ def test_dask_local_cluster_gives_the_same_network(planted):
     "options",
     [
         dict(resampling="bootstrap"),
+        dict(pvalue=1e-8),
         dict(fdr=0.05, pruning="maxent", consolidation="binomial", leaf_rule="aracne3"),
         dict(resamples=0),
     ],
@@ -109,6 +112,8 @@ def test_input_problems_are_named(planted):
         result = aracne(constant, genes, regulators, **FAST)
     assert result.summary["constant_genes_ignored"] == 1
     assert "G030" not in set(result.edges["target"])
+    with pytest.raises(ValueError, match="either pvalue or fdr"):
+        aracne(X, genes, regulators, pvalue=1e-8, fdr=0.05)
     with pytest.raises(ValueError, match="resampling"):
         aracne(X, genes, regulators, resampling="jackknife")
     with pytest.raises(InputError, match="samples"):

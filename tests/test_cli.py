@@ -138,7 +138,7 @@ def test_help_explains_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for default in (
         "default: 100",
-        "default: 1e-8",
+        "default: 0.05",
         "default: 0.632",
         "default: dpi",
         "default: poisson",

@@ -46,7 +46,7 @@ class NullModel:
     scale
         Mean excess over ``tail_start`` (the exponential tail's scale, in nats).
     n_samples
-        The sample size the null was simulated for.
+        The number of samples each null MI was computed on (after resampling).
     """
 
     values: np.ndarray
@@ -125,7 +125,7 @@ def null_model(
     Parameters
     ----------
     n_samples
-        Samples in the data (before resampling).
+        Samples in the data, before resampling: the null resamples them as the data are.
     scheme, fraction
         The resampling scheme and subsample fraction, as in ``resample_indices``.
     min_split
@@ -146,10 +146,11 @@ def null_model(
     values = []
     for _ in range(n_batches):
         idx = resample_indices(n_samples, scheme, fraction, rng)
+        resample_size = idx.size
         genes = rng.standard_normal((genes_per_batch, n_samples))[:, idx]
         codes, depth = rank_codes(random_tie_ranks(genes, rng))
         values.append(apmi_pairs(codes, first, second, depth, min_split))
-    return fit_null(np.concatenate(values), n_samples=n_samples, tail_fraction=tail_fraction)
+    return fit_null(np.concatenate(values), n_samples=resample_size, tail_fraction=tail_fraction)
 
 
 def benjamini_hochberg_cutoff(pvalues: np.ndarray, n_tests: int, q: float) -> float:

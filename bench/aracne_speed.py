@@ -1,0 +1,333 @@
+"""Speed and memory of ``netinfer.aracne.aracne`` on synthetic networks.
+
+What is measured
+----------------
+For each case (genes x samples x regulators: 1000x300x100 and 5000x500x300) the
+synthetic network of ``bench/simulate.py`` is inferred with
+``aracne(X, genes, regulators, resamples=10, threads=2, progress=False)`` (other
+arguments default). Each case runs in a fresh Python subprocess, so that
+
+* the Numba JIT is compiled there first, on tiny data, and that time is reported
+  separately (``JIT s``; near zero when Numba's on-disk cache is warm);
+* ``wall s`` is the wall time of the real call only (data already in memory);
+* ``peak MB`` is the peak resident memory of that process (max of
+  ``getrusage(RUSAGE_SELF).ru_maxrss`` and a 20 ms psutil poll of the process and its
+  children), i.e. interpreter + imports + data + the run; ``run MB`` is the part added
+  by the real call (peak minus the resident size just before it). 1 MB = 10^6 bytes.
+
+``MI pairs/s/core`` = regulators x (genes - 1) x resamples (+ ``summary['null_pairs']``
+if the implementation reports it) / wall / threads. Precision and recall are computed
+against the simulated truth with the rule in ``bench/simulate.py`` (edges between two
+regulators are scored undirected).
+
+The ARACNe-AP and ARACNe3 reference figures are hard-coded below. They were measured on
+2 cores on *their* synthetic data of the same sizes, not on ours, so only the time and
+memory ratios are meaningful; their edge counts and precision/recall are shown for
+context only.
+
+Usage::
+
+    python bench/aracne_speed.py [--quick] [--out results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for _p in (str(ROOT), str(BENCH)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from simulate import (  # noqa: E402
+    SCORING_RULE,
+    edge_keys,
+    markdown_table,
+    precision_recall,
+    synthetic_grn,
+    truth_keys,
+)
+
+CASES: dict[str, tuple[int, int, int]] = {
+    "1000x300x100": (1000, 300, 100),
+    "5000x500x300": (5000, 500, 300),
+}
+"""Case name -> (genes, samples, regulators)."""
+
+RESAMPLES = 10
+THREADS = 2
+
+REFERENCE_SOURCE = "measured on 2 cores, from the project's reference notes"
+REFERENCE: dict[str, dict[str, dict[str, float]]] = {
+    # measured on 2 cores, from the project's reference notes -- on THEIR synthetic data
+    "1000x300x100": {
+        "ARACNe-AP": dict(seconds=87.0, peak_mb=2800.0, edges=1252, precision=0.985, recall=0.699),
+        "ARACNe3": dict(seconds=7.1, peak_mb=16.0, edges=1352, precision=0.976, recall=0.748),
+    },
+    "5000x500x300": {
+        "ARACNe-AP": dict(seconds=334.0, peak_mb=2100.0, edges=7356, precision=0.985, recall=0.772),
+        "ARACNe3": dict(seconds=72.6, peak_mb=109.0, edges=8508, precision=0.914, recall=0.829),
+    },
+}
+"""Reference timings of the Java (ARACNe-AP) and C++ (ARACNe3) implementations."""
+
+TARGETS: dict[str, dict[str, float]] = {"5000x500x300": dict(seconds=25.0, peak_mb=500.0)}
+"""Pass/fail targets for this implementation."""
+
+
+def load_impl(spec: str):
+    """Import the function to benchmark from ``"module:function"``.
+
+    Parameters
+    ----------
+    spec : str
+        E.g. ``"netinfer.aracne:aracne"``.
+
+    Returns
+    -------
+    callable
+    """
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name or "aracne")
+
+
+def _rss_tree_mb() -> float:
+    """Resident memory (MB) of this process plus its children, 0 if psutil is missing."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    proc = psutil.Process()
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 1e6
+
+
+class PeakSampler:
+    """Poll the resident memory of this process tree in a background thread.
+
+    Parameters
+    ----------
+    interval : float
+        Seconds between polls.
+    """
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, _rss_tree_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_tree_mb())
+
+
+def _maxrss_mb() -> float:
+    """Peak resident memory of this process so far (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def run_case(case: str, impl: str, resamples: int, threads: int) -> dict:
+    """Run one case in this process and return its measurements (child side).
+
+    Parameters
+    ----------
+    case : str
+        Key of :data:`CASES`.
+    impl : str
+        ``"module:function"`` to benchmark.
+    resamples, threads : int
+        Passed to the function.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable measurements.
+    """
+    n_genes, n_samples, n_regs = CASES[case]
+    t0 = time.perf_counter()
+    aracne = load_impl(impl)
+    import_s = time.perf_counter() - t0
+
+    X, genes, regulators, truth = synthetic_grn(n_genes, n_samples, n_regs, seed=0)
+    Xw, gw, rw, _ = synthetic_grn(60, 40, 6, seed=1, cache=False)
+    t0 = time.perf_counter()
+    aracne(Xw, gw, rw, resamples=2, threads=threads, progress=False)
+    jit_s = time.perf_counter() - t0
+
+    rss_before = _rss_tree_mb()
+    with PeakSampler() as sampler:
+        t0 = time.perf_counter()
+        res = aracne(X, genes, regulators, resamples=resamples, threads=threads, progress=False)
+        wall = time.perf_counter() - t0
+    peak = max(_maxrss_mb(), sampler.peak_mb)
+
+    summary = dict(res.summary)
+    pairs = n_regs * (n_genes - 1) * max(resamples, 1) + int(summary.get("null_pairs", 0) or 0)
+    pr = precision_recall(edge_keys(res.edges, regulators), truth_keys(truth, regulators))
+    pr["scored_edges"] = pr.pop("edges")
+    return dict(
+        case=case,
+        wall_s=wall,
+        jit_s=jit_s,
+        import_s=import_s,
+        peak_mb=peak,
+        run_mb=max(0.0, peak - rss_before) if rss_before else float("nan"),
+        edges=int(len(res.edges)),
+        pairs=pairs,
+        pairs_per_s_core=pairs / wall / threads,
+        null_pairs_counted="null_pairs" in summary,
+        **pr,
+        summary={k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+    )
+
+
+def spawn_case(case: str, impl: str, resamples: int, threads: int, timeout: float) -> dict:
+    """Run :func:`run_case` in a fresh interpreter and return its result (parent side)."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        case,
+        "--impl",
+        impl,
+        "--resamples",
+        str(resamples),
+        "--threads",
+        str(threads),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise RuntimeError(f"case {case} failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _ratio(ref: float, ours: float) -> str:
+    """``ref / ours`` formatted as a multiplier (how many times faster / smaller we are)."""
+    return f"{ref / ours:.1f}x" if ours > 0 else "n/a"
+
+
+def report(results: Sequence[dict], impl: str) -> str:
+    """Format results and reference comparison as markdown text."""
+    head = [
+        f"## ARACNe speed: `{impl}`, resamples={RESAMPLES}, threads={THREADS}",
+        "",
+        f"Reference figures: ARACNe-AP and ARACNe3, {REFERENCE_SOURCE}. They were measured "
+        "on *their* synthetic data of the same sizes, not ours: edge counts and "
+        "precision/recall are not directly comparable, only the time and memory ratios "
+        "are (ratio = reference / ours, >1x means netinfer is faster / smaller).",
+        f"Scoring: {SCORING_RULE}",
+        "",
+    ]
+    rows = []
+    for r in results:
+        ref = REFERENCE.get(r["case"], {})
+        ap, a3 = ref.get("ARACNe-AP"), ref.get("ARACNe3")
+        rows.append(
+            {
+                "case (genes x samples x regs)": r["case"],
+                "wall s": f"{r['wall_s']:.1f}",
+                "JIT s": f"{r['jit_s']:.1f}",
+                "peak MB": f"{r['peak_mb']:.0f}",
+                "run MB": f"{r['run_mb']:.0f}",
+                "edges": r["edges"],
+                "MI pairs/s/core": f"{r['pairs_per_s_core']:.3g}",
+                "P": "-" if r["precision"] != r["precision"] else f"{r['precision']:.3f}",
+                "R": f"{r['recall']:.3f}",
+                "time vs AP": _ratio(ap["seconds"], r["wall_s"]) if ap else "",
+                "mem vs AP": _ratio(ap["peak_mb"], r["peak_mb"]) if ap else "",
+                "time vs A3": _ratio(a3["seconds"], r["wall_s"]) if a3 else "",
+                "mem vs A3": _ratio(a3["peak_mb"], r["peak_mb"]) if a3 else "",
+            }
+        )
+    lines = head + [markdown_table(rows), ""]
+
+    ref_rows = [
+        {
+            "case": case,
+            "tool": tool,
+            "wall s": v["seconds"],
+            "peak MB": v["peak_mb"],
+            "edges (their data)": v["edges"],
+            "P (their data)": v["precision"],
+            "R (their data)": v["recall"],
+        }
+        for case, tools in REFERENCE.items()
+        for tool, v in tools.items()
+    ]
+    lines += ["Reference figures as recorded:", "", markdown_table(ref_rows), ""]
+
+    for r in results:
+        t = TARGETS.get(r["case"])
+        if not t:
+            continue
+        ok_t, ok_m = r["wall_s"] < t["seconds"], r["peak_mb"] < t["peak_mb"]
+        lines.append(
+            f"- target {r['case']}: wall {r['wall_s']:.1f} s < {t['seconds']:.0f} s: "
+            f"**{'PASS' if ok_t else 'FAIL'}**; peak {r['peak_mb']:.0f} MB < "
+            f"{t['peak_mb']:.0f} MB: **{'PASS' if ok_m else 'FAIL'}**"
+        )
+    if any(not r["null_pairs_counted"] for r in results):
+        lines.append("- MI pairs exclude null-model pairs (summary has no 'null_pairs').")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    global RESAMPLES, THREADS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="only the 1000-gene case")
+    ap.add_argument("--out", type=Path, help="also append the markdown report to this file")
+    ap.add_argument("--impl", default="netinfer.aracne:aracne", help="module:function to time")
+    ap.add_argument("--resamples", type=int, default=RESAMPLES)
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per case")
+    ap.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    RESAMPLES, THREADS = args.resamples, args.threads
+
+    if args.child:
+        print("RESULT " + json.dumps(run_case(args.child, args.impl, RESAMPLES, THREADS)))
+        return
+
+    cases = ["1000x300x100"] if args.quick else list(CASES)
+    results = []
+    for case in cases:
+        print(f"running {case} ...", file=sys.stderr, flush=True)
+        results.append(spawn_case(case, args.impl, RESAMPLES, THREADS, args.timeout))
+    text = report(results, args.impl)
+    print(text)
+    if args.out:
+        with args.out.open("a") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
