@@ -35,6 +35,7 @@ import numba
 import numpy as np
 import pandas as pd
 from scipy import stats
+from tqdm.auto import tqdm
 
 from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
@@ -336,8 +337,6 @@ def aracne(
         cutoff = null.threshold(pvalue if fdr is None else fdr)
         runs = list(range(max(1, resamples)))
         broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
-        from tqdm.auto import tqdm
-
         with tqdm(
             total=len(runs), desc="ARACNe resamples", unit="net", disable=not progress
         ) as bar:

@@ -107,13 +107,19 @@ def test_aracne_h5ad_layer_full_output_and_summary(files, capsys):
         assert text in err
 
 
-def test_aracne_on_local_dask_cluster(files):
+def test_aracne_on_dask_workers_and_scheduler_address(files):
+    from distributed import LocalCluster
+
     tmp, tsv, regs, _ = files
-    local, dask = tmp / "local.txt", tmp / "dask.txt"
+    local, workers, remote = tmp / "local.txt", tmp / "workers.txt", tmp / "remote.txt"
     common = ["aracne", str(tsv), "--regulators", str(regs), *FAST]
     assert cli.main([*common, "--output", str(local)]) == 0
-    assert cli.main([*common, "--output", str(dask), "--workers", "2"]) == 0
-    assert local.read_text() == dask.read_text()
+    assert cli.main([*common, "--output", str(workers), "--workers", "2"]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert cli.main([*common, "--output", str(remote), "--scheduler", address]) == 0
+        assert len(cluster.workers) == 2  # the command left the cluster it was given running
+    assert local.read_text() == workers.read_text() == remote.read_text()
 
 
 def test_bad_input_exits_2_and_names_the_problem(files, capsys):
