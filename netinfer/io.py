@@ -28,6 +28,7 @@ __all__ = [
     "InputError",
     "atomic_write",
     "read_expression",
+    "read_network",
     "read_regulators",
     "validate_expression",
     "write_aracne3",
@@ -425,6 +426,72 @@ def write_aracne3(edges: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             "log_p": "log.p.values",
         },
     )
+
+
+#: ARACNe network file headers -> our edge column names.
+NETWORK_HEADERS = {
+    "aracne-ap": {"Regulator": "regulator", "Target": "target", "MI": "mi", "pvalue": "pvalue"},
+    "aracne3": {
+        "regulator.values": "regulator",
+        "target.values": "target",
+        "mi.values": "mi",
+        "scc.values": "scc",
+        "count.values": "count",
+        "log.p.values": "log_p",
+    },
+}
+
+
+def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read an ARACNe-AP (``Regulator Target MI pvalue``) or ARACNe3 consolidated network file.
+
+    Parameters
+    ----------
+    path
+        Tab-separated network file, optionally gzipped; the format is detected from its header.
+
+    Returns
+    -------
+    DataFrame with ``regulator``, ``target``, ``mi`` and, as the file has them, ``pvalue``,
+    ``scc``, ``count`` and ``log_p`` (ARACNe3's ``pvalue`` is derived as exp(log_p)).
+    """
+    source = os.fspath(path)
+    if not os.path.exists(source):
+        raise InputError(f"{source}: no such file")
+    with _open_text(source) as handle:
+        header = handle.readline().rstrip("\r\n").split("\t")
+        rows = [line.rstrip("\r\n").split("\t") for line in handle]
+    formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header == list(cols)}
+    if not formats:
+        expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())
+        raise InputError(
+            f"{source}: line 1: unknown network header {header!r}; expected one of: {expected}"
+        )
+    columns = next(iter(formats.values()))
+    body = []
+    for number, fields in enumerate(rows, start=2):
+        if fields == [""]:
+            continue
+        if len(fields) != len(columns):
+            raise InputError(
+                f"{source}: line {number}: expected {len(columns)} tab-separated fields, found "
+                f"{len(fields)}: {chr(9).join(fields)[:200]!r}"
+            )
+        body.append(fields)
+    table = pd.DataFrame(body, columns=list(columns.values()))
+    for column in table.columns[2:]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if bad.size:
+            row = int(bad[0])
+            raise InputError(
+                f"{source}: line {row + 2}, column {column!r}: {table[column].iloc[row]!r} is not "
+                "a number"
+            )
+        table[column] = values
+    if "log_p" in table.columns:
+        table["pvalue"] = np.exp(table["log_p"])
+    return table
 
 
 def _write_table(edges: pd.DataFrame, path: str | os.PathLike[str], header: dict[str, str]) -> None:

@@ -1,0 +1,747 @@
+"""The graph store: every network of the project in one Zarr v3 group, with one gene vocabulary.
+
+Layout (``V`` = vocabulary size when the graph was written)::
+
+    STORE/                      attrs["netinfer_graph_store"] = {schema_version, created,
+      vocab/<key>/symbols         tool_version, vocab: <key>, graphs: {name: record}}
+      vocab/<key>/ensembl       gene symbols and Ensembl ids ("" when unknown); append-only
+      graphs/<key>/             attrs: name, kind, directed, cell_type, sources, params, ...
+        adjacency/              CSR, anndata's sparse encoding (data, indices, indptr; V x V)
+        edge_attrs/<attr>       per-edge arrays aligned with adjacency/data (mi, pvalue, ...)
+
+Publishing: a graph (or a grown vocabulary) is written under a fresh random key and becomes
+visible only when the root attributes, a single atomic write, point to it. A crash leaves at most
+unreferenced data, which ``validate`` reports and ``cleanup`` removes, never a half-written graph.
+A writer holds a lock file, so a second writer gets a clear error; readers take no lock, so many
+data-loader processes can read at once. Vocabulary indices never change: new genes are appended,
+and each graph records a checksum of the vocabulary prefix it indexes.
+
+Directed regulator -> target edges are stored as given; ``symmetrize=True`` derives the
+undirected view (max of both directions) on request. Undirected graphs (PPI) store each pair once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from numba import njit
+
+from netinfer.io import InputError, read_network, write_aracne3, write_aracne_ap
+
+SCHEMA_VERSION = 1
+ROOT_KEY = "netinfer_graph_store"
+LOCK_NAME = ".netinfer-writer.lock"
+KINDS = ("grn", "ppi", "consensus", "integrated", "cellspecific")
+CHUNK = 1 << 20
+#: Columns that hold a DataFrame's edge endpoints, tried in this order.
+ENDPOINTS = (("regulator", "target"), ("source", "target"), ("gene_a", "gene_b"))
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked: locked, newer schema, missing graph, corrupted."""
+
+
+def _tool_version() -> str:
+    from netinfer import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _checksum(values: np.ndarray) -> str:
+    """SHA-256 of an array's values (strings joined by newlines, numbers as little-endian bytes)."""
+    digest = hashlib.sha256()
+    if values.dtype.kind in "OUT":
+        digest.update("\n".join(map(str, values)).encode())
+    else:
+        digest.update(values.dtype.str.encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+def file_checksum(path: str | os.PathLike[str]) -> dict:
+    """Provenance of an input file: its path, size and SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": os.fspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+@dataclass
+class Graph:
+    """A graph read from the store.
+
+    Attributes
+    ----------
+    name
+        The graph's name in the store.
+    adjacency
+        SciPy CSR over the store's whole vocabulary (rows regulators / sources, columns targets).
+    genes
+        The vocabulary: gene symbol of each row and column.
+    edge_attrs
+        Per-edge arrays aligned with ``adjacency.data`` (which holds the graph's weight).
+    meta
+        Kind, directedness, cell type, sources with checksums, parameters, tool version, time.
+    """
+
+    name: str
+    adjacency: sp.csr_matrix
+    genes: np.ndarray
+    edge_attrs: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per edge: ``source``, ``target``, ``weight`` and the edge attributes."""
+        coo = self.adjacency.tocoo()
+        table = pd.DataFrame(
+            {"source": self.genes[coo.row], "target": self.genes[coo.col], "weight": coo.data}
+        )
+        for name, values in self.edge_attrs.items():
+            table[name] = values
+        return table
+
+
+@njit(cache=True)
+def _induced_edges(indptr, indices, data, cell_genes, local_of):
+    """Edges among ``cell_genes`` in local indices; ``local_of`` (all -1) is scratch, restored."""
+    n_rows = indptr.shape[0] - 1
+    n_local = cell_genes.shape[0]
+    for k in range(n_local):
+        if cell_genes[k] < local_of.shape[0]:
+            local_of[cell_genes[k]] = k
+    count = 0
+    for k in range(n_local):
+        g = cell_genes[k]
+        if g < n_rows:
+            for e in range(indptr[g], indptr[g + 1]):
+                if local_of[indices[e]] >= 0:
+                    count += 1
+    src = np.empty(count, dtype=np.int32)
+    dst = np.empty(count, dtype=np.int32)
+    weight = np.empty(count, dtype=data.dtype)
+    pos = 0
+    for k in range(n_local):
+        g = cell_genes[k]
+        if g < n_rows:
+            for e in range(indptr[g], indptr[g + 1]):
+                j = local_of[indices[e]]
+                if j >= 0:
+                    src[pos] = k
+                    dst[pos] = j
+                    weight[pos] = data[e]
+                    pos += 1
+    for k in range(n_local):
+        if cell_genes[k] < local_of.shape[0]:
+            local_of[cell_genes[k]] = -1
+    return src, dst, weight
+
+
+class GraphStore:
+    """A Zarr v3 graph store; see the module docstring for layout and guarantees.
+
+    Use ``GraphStore.create(path)`` for a new store and ``GraphStore.open(path, mode)`` for an
+    existing one (``"r"`` to read, ``"a"`` to add and remove graphs). Paths may be local paths or
+    fsspec URLs (``file:///...``). Writers should close the store (or use ``with``) to release
+    their lock.
+    """
+
+    def __init__(self, url: str, group, *, writable: bool, release: Callable[[], None]):
+        self.url = url
+        self._group = group
+        self.writable = writable
+        self._release = release
+        self._cache: dict[tuple[str, bool], tuple[sp.csr_matrix, dict]] = {}
+        self._genes: np.ndarray | None = None
+        self._local_of: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- opening and closing
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, overwrite: bool = False) -> GraphStore:
+        """Create an empty store (``overwrite=True`` replaces an existing one)."""
+        import zarr
+
+        url = os.fspath(path)
+        if _exists(url) and not overwrite:
+            raise StoreError(f"{url}: already exists; open it, or pass overwrite=True")
+        release = _acquire_lock(url)
+        try:
+            fs, path = _fs_and_path(url)
+            for entry in fs.ls(path, detail=False):  # mode "w" would also delete the lock
+                if not entry.endswith(LOCK_NAME):
+                    fs.rm(entry, recursive=True)
+            group = zarr.open_group(url, mode="a", **_storage_options(url))
+            store = cls(url, group, writable=True, release=release)
+            vocab_key = store._write_vocab(np.array([], dtype=str), np.array([], dtype=str))
+            group.attrs[ROOT_KEY] = {
+                "schema_version": SCHEMA_VERSION,
+                "created": _now(),
+                "tool_version": _tool_version(),
+                "vocab": vocab_key,
+                "graphs": {},
+            }
+            group.require_group("graphs")
+        except BaseException:
+            release()
+            raise
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> GraphStore:
+        """Open an existing store for reading (``"r"``) or adding/removing graphs (``"a"``)."""
+        import zarr
+
+        url = os.fspath(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if not _exists(url):
+            raise StoreError(f"{url}: no such graph store (create one with GraphStore.create)")
+        release = _acquire_lock(url) if mode == "a" else _nothing
+        try:
+            group = zarr.open_group(url, mode="r" if mode == "r" else "r+", **_storage_options(url))
+            root = group.attrs.get(ROOT_KEY)
+            if root is None:
+                raise StoreError(f"{url}: a Zarr group, but not a netinfer graph store")
+            if root["schema_version"] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{url}: written with graph-store schema version {root['schema_version']}; "
+                    f"this netinfer ({_tool_version()}) reads up to version {SCHEMA_VERSION}. "
+                    "Upgrade netinfer to read it."
+                )
+        except BaseException:
+            release()
+            raise
+        return cls(url, group, writable=mode == "a", release=release)
+
+    def close(self) -> None:
+        """Release the writer lock (if held); the store is read-only afterwards."""
+        self._release()
+        self._release = _nothing
+        self.writable = False
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "a" if self.writable else "r"
+        return f"GraphStore({self.url!r}, mode={mode!r}, {len(self._root['graphs'])} graphs)"
+
+    # ----------------------------------------------------------------- vocabulary
+    @property
+    def _root(self) -> dict:
+        return self._group.attrs[ROOT_KEY]
+
+    @property
+    def genes(self) -> np.ndarray:
+        """Gene symbols of the vocabulary; index i is gene i in every graph."""
+        if self._genes is None:
+            self._genes = np.asarray(self._vocab_array("symbols")[:], dtype=object)
+        return self._genes
+
+    @property
+    def ensembl(self) -> np.ndarray:
+        """Ensembl ids of the vocabulary ("" where unknown)."""
+        return np.asarray(self._vocab_array("ensembl")[:], dtype=object)
+
+    def _vocab_array(self, name: str):
+        return self._group[f"vocab/{self._root['vocab']}/{name}"]
+
+    def gene_index(self, genes: Iterable[str]) -> np.ndarray:
+        """Vocabulary indices of ``genes`` (-1 for genes not in the vocabulary)."""
+        position = {gene: i for i, gene in enumerate(self.genes)}
+        return np.array([position.get(str(g), -1) for g in genes], dtype=np.int64)
+
+    def add_genes(self, genes: Sequence[str], ensembl: Sequence[str] | None = None) -> np.ndarray:
+        """Append new genes to the vocabulary (existing indices never change); return indices.
+
+        Raises StoreError when a gene's given Ensembl id contradicts the one in the store.
+        """
+        self._require_writable()
+        genes = [str(g) for g in genes]
+        ensembl = [""] * len(genes) if ensembl is None else [str(e) for e in ensembl]
+        if len(ensembl) != len(genes):
+            raise ValueError("genes and ensembl must have the same length")
+        symbols, ids = list(self.genes), list(self.ensembl)
+        position = {gene: i for i, gene in enumerate(symbols)}
+        changed = False
+        for gene, ens in zip(genes, ensembl):
+            i = position.get(gene)
+            if i is None:
+                position[gene] = len(symbols)
+                symbols.append(gene)
+                ids.append(ens)
+                changed = True
+            elif ens and ids[i] and ids[i] != ens:
+                raise StoreError(
+                    f"{self.url}: vocabulary mismatch: gene {gene!r} is {ids[i]} in the store "
+                    f"but {ens} in the new data"
+                )
+            elif ens and not ids[i]:
+                ids[i] = ens
+                changed = True
+        if changed:
+            old_key = self._root["vocab"]
+            key = self._write_vocab(np.array(symbols, dtype=str), np.array(ids, dtype=str))
+            self._update_root(vocab=key)
+            del self._group[f"vocab/{old_key}"]
+            self._genes = None
+        return np.array([position[g] for g in genes], dtype=np.int64)
+
+    def _write_vocab(self, symbols: np.ndarray, ensembl: np.ndarray) -> str:
+        key = uuid.uuid4().hex
+        for name, values in (("symbols", symbols), ("ensembl", ensembl)):
+            array = self._group.create_array(
+                f"vocab/{key}/{name}", shape=values.shape, dtype=str, chunks=(max(1, CHUNK),)
+            )
+            if values.size:
+                array[:] = values
+        self._group[f"vocab/{key}"].attrs["checksum"] = _checksum(symbols)
+        return key
+
+    def _update_root(self, **changes) -> None:
+        """Publish: one atomic write of the root attributes."""
+        root = dict(self._root)
+        root.update(changes)
+        self._group.attrs[ROOT_KEY] = root
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.url}: opened read-only; open with mode='a' to change it")
+
+    # ----------------------------------------------------------------- graphs
+    def list(self) -> pd.DataFrame:
+        """One row per graph: name, kind, directed, cell_type, edges, genes, created."""
+        rows = []
+        for name, record in sorted(self._root["graphs"].items()):
+            meta = self._graph_group(name).attrs.asdict()
+            rows.append(
+                {
+                    "name": name,
+                    "kind": meta["kind"],
+                    "directed": meta["directed"],
+                    "cell_type": meta.get("cell_type"),
+                    "edges": meta["n_edges"],
+                    "genes": record["n_genes"],
+                    "created": meta["created"],
+                }
+            )
+        columns = ["name", "kind", "directed", "cell_type", "edges", "genes", "created"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._root["graphs"]
+
+    def info(self, name: str) -> dict:
+        """The graph's metadata (kind, sources with checksums, parameters, ...)."""
+        return self._graph_group(name).attrs.asdict()
+
+    def _graph_group(self, name: str):
+        graphs = self._root["graphs"]
+        if name not in graphs:
+            known = ", ".join(sorted(graphs)) or "none"
+            raise StoreError(f"{self.url}: no graph named {name!r} (graphs: {known})")
+        return self._group[f"graphs/{graphs[name]['key']}"]
+
+    def add_graph(
+        self,
+        name: str,
+        edges,
+        *,
+        kind: str,
+        genes: Sequence[str] | None = None,
+        directed: bool = True,
+        weight: str | None = None,
+        cell_type: str | None = None,
+        sources: Sequence[str | os.PathLike[str]] = (),
+        params: dict | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Add a graph from an edge DataFrame or a SciPy sparse matrix.
+
+        Parameters
+        ----------
+        name
+            Name of the graph in the store.
+        edges
+            A DataFrame with endpoint columns (``regulator``/``target``, ``source``/``target`` or
+            ``gene_a``/``gene_b``) and numeric columns that become edge attributes; or a square
+            SciPy sparse matrix whose rows and columns are ``genes``.
+        kind
+            One of ``KINDS``.
+        genes
+            Row/column genes of a sparse matrix.
+        directed
+            Whether edges go from the first endpoint to the second. An undirected graph keeps
+            each unordered pair once.
+        weight
+            The attribute used as the adjacency value (default: ``mi`` if present, else
+            ``score``, else ``weight``, else 1).
+        cell_type
+            The cell type the graph describes, if any.
+        sources
+            Input files, recorded with their SHA-256.
+        params
+            Parameters that made the graph (JSON-serializable).
+        overwrite
+            Replace an existing graph of the same name.
+        """
+        self._require_writable()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        if name in self and not overwrite:
+            raise StoreError(
+                f"{self.url}: a graph named {name!r} exists; pass overwrite=True to replace it"
+            )
+        if not name or "/" in name:
+            raise ValueError(f"graph names must be non-empty without '/', not {name!r}")
+        table = _edge_table(edges, genes)
+        weight = weight or next((c for c in ("mi", "score", "weight") if c in table.columns), None)
+        endpoints = pd.unique(pd.concat([table["source"], table["target"]]))
+        lookup = dict(zip(endpoints, self.add_genes(endpoints)))
+        rows = table["source"].map(lookup).to_numpy(np.int64)
+        cols = table["target"].map(lookup).to_numpy(np.int64)
+        if not directed:  # one entry per unordered pair, lower index first
+            rows, cols = np.minimum(rows, cols), np.maximum(rows, cols)
+        pair = rows * len(self.genes) + cols
+        order = np.argsort(pair, kind="stable")
+        duplicated = np.flatnonzero(np.diff(pair[order]) == 0)
+        if duplicated.size:
+            first = table.iloc[order[duplicated[0]]]
+            raise InputError(
+                f"{name}: {duplicated.size} duplicated edge(s), e.g. {first['source']} -> "
+                f"{first['target']}" + ("" if directed else " (undirected: either order)")
+            )
+        n_genes = len(self.genes)
+        rows, cols = rows[order], cols[order]
+        values = table[weight].to_numpy(np.float64)[order] if weight else np.ones(rows.size)
+        attrs = {
+            column: table[column].to_numpy()[order]
+            for column in table.columns
+            if column not in ("source", "target") and pd.api.types.is_numeric_dtype(table[column])
+        }
+        indptr = np.zeros(n_genes + 1, dtype=np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        indptr = np.cumsum(indptr)
+        arrays = {
+            "adjacency/data": values,
+            "adjacency/indices": cols.astype(np.int32),
+            "adjacency/indptr": indptr,
+            **{f"edge_attrs/{column}": values for column, values in attrs.items()},
+        }
+        key = uuid.uuid4().hex
+        group = self._group.create_group(f"graphs/{key}")
+        group.create_group("adjacency")
+        group.create_group("edge_attrs")
+        for path, values in arrays.items():
+            array = group.create_array(
+                path,
+                shape=values.shape,
+                dtype=values.dtype,
+                chunks=(max(1, min(CHUNK, values.size)),),
+            )
+            if values.size:
+                array[:] = values
+        group["adjacency"].attrs.update(
+            {
+                "encoding-type": "csr_matrix",
+                "encoding-version": "0.1.0",
+                "shape": [n_genes, n_genes],
+            }
+        )
+        group.attrs.update(
+            {
+                "name": name,
+                "kind": kind,
+                "directed": bool(directed),
+                "cell_type": cell_type,
+                "weight": weight,
+                "edge_attrs": sorted(attrs),
+                "n_edges": int(rows.size),
+                "sources": [file_checksum(s) for s in sources],
+                "params": json.loads(json.dumps(params or {}, default=str)),
+                "tool_version": _tool_version(),
+                "created": _now(),
+                "checksums": {path: _checksum(values) for path, values in arrays.items()},
+            }
+        )
+        graphs = dict(self._root["graphs"])
+        replaced = graphs.get(name)
+        graphs[name] = {
+            "key": key,
+            "n_genes": n_genes,
+            "vocab_checksum": _checksum(np.asarray(self.genes[:n_genes], dtype=str)),
+        }
+        self._update_root(graphs=graphs)
+        if replaced is not None:
+            del self._group[f"graphs/{replaced['key']}"]
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+
+    def add_network_file(self, name: str, path, *, kind: str = "grn", **options) -> None:
+        """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source)."""
+        self.add_graph(name, read_network(path), kind=kind, sources=[path], **options)
+
+    def remove(self, name: str) -> None:
+        """Remove a graph: unpublished first, then its data deleted."""
+        self._require_writable()
+        self._graph_group(name)
+        graphs = dict(self._root["graphs"])
+        record = graphs.pop(name)
+        self._update_root(graphs=graphs)
+        del self._group[f"graphs/{record['key']}"]
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+
+    def get(self, name: str, *, symmetrize: bool = False) -> Graph:
+        """Read a graph as SciPy CSR over the whole vocabulary, with its edge attributes.
+
+        ``symmetrize=True`` returns the undirected view max(A, A^T) (edge attributes, which
+        belong to stored edges, are then not returned).
+        """
+        adjacency, attrs = self._load(name, symmetrize)
+        return Graph(name, adjacency, self.genes, attrs, self.info(name))
+
+    def _load(self, name: str, symmetrize: bool) -> tuple[sp.csr_matrix, dict]:
+        cached = self._cache.get((name, symmetrize))
+        if cached is not None:
+            return cached
+        group = self._graph_group(name)
+        adj = group["adjacency"]
+        n = adj.attrs["shape"][0]
+        size = len(self.genes)
+        indptr = np.concatenate([adj["indptr"][:], np.full(size - n, adj["indptr"][-1])])
+        matrix = sp.csr_matrix((adj["data"][:], adj["indices"][:], indptr), shape=(size, size))
+        attrs = {k: group[f"edge_attrs/{k}"][:] for k in group.attrs["edge_attrs"]}
+        if symmetrize:
+            matrix = matrix.maximum(matrix.T).tocsr()
+            matrix.sort_indices()
+            attrs = {}
+        self._cache[(name, symmetrize)] = (matrix, attrs)
+        return matrix, attrs
+
+    def subgraph(
+        self, name: str, gene_indices: np.ndarray, *, symmetrize: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges among a cell's genes, in the cell's local indices.
+
+        Parameters
+        ----------
+        name
+            The graph.
+        gene_indices
+            Vocabulary indices of the cell's genes; local index k is ``gene_indices[k]``.
+        symmetrize
+            Use the undirected view max(A, A^T) (both directions of every edge).
+
+        Returns
+        -------
+        ``src``, ``dst`` (int32 local indices) and ``weight`` of the induced edges.
+        """
+        matrix, _ = self._load(name, symmetrize)
+        if self._local_of is None or self._local_of.size != matrix.shape[0]:
+            self._local_of = np.full(matrix.shape[0], -1, dtype=np.int64)
+        cell = np.asarray(gene_indices, dtype=np.int64)
+        if cell.size and (cell.min() < 0 or cell.max() >= matrix.shape[0]):
+            raise IndexError(f"gene indices must be in [0, {matrix.shape[0]})")
+        return _induced_edges(matrix.indptr, matrix.indices, matrix.data, cell, self._local_of)
+
+    def export(self, name: str, path, *, format: str = "aracne-ap") -> None:
+        """Write a graph as an ARACNe-AP or ARACNe3 network file (atomically)."""
+        graph = self.get(name)
+        table = graph.to_dataframe().rename(columns={"source": "regulator"})
+        if "mi" not in table.columns:
+            table["mi"] = table["weight"]
+        if "pvalue" in table.columns and "log_p" not in table.columns:
+            table["log_p"] = np.log(table["pvalue"])
+        if "log_p" in table.columns and "pvalue" not in table.columns:
+            table["pvalue"] = np.exp(table["log_p"])
+        for column in ("pvalue", "scc", "count", "log_p"):
+            if column not in table.columns:
+                table[column] = np.nan
+        writers = {"aracne-ap": write_aracne_ap, "aracne3": write_aracne3}
+        if format not in writers:
+            raise ValueError(f"format must be one of {sorted(writers)}, not {format!r}")
+        writers[format](table, path)
+
+    # ----------------------------------------------------------------- integrity
+    def validate(self) -> list[str]:
+        """Check every graph and the vocabulary; return the problems found (empty: all good).
+
+        Checks: arrays readable, checksums, CSR structure (indptr, index ranges), attribute
+        lengths, the vocabulary prefix each graph indexes, and unreferenced data left by an
+        interrupted write.
+        """
+        problems = []
+        try:
+            genes = self.genes
+            vocab = self._group[f"vocab/{self._root['vocab']}"]
+            if _checksum(np.asarray(genes, dtype=str)) != vocab.attrs["checksum"]:
+                problems.append(f"vocab/{self._root['vocab']}/symbols: checksum mismatch")
+            if len(set(genes)) != len(genes):
+                problems.append("vocabulary: duplicated gene symbols")
+        except Exception as error:  # noqa: BLE001 - any read failure is a finding
+            return [f"vocabulary unreadable: {error}"]
+        referenced = set()
+        for name, record in self._root["graphs"].items():
+            referenced.add(record["key"])
+            problems += self._validate_graph(name, record, genes)
+        stored = set(self._group["graphs"].group_keys())
+        for key in sorted(stored - referenced):
+            problems.append(f"graphs/{key}: unreferenced data from an interrupted write")
+        return problems
+
+    def _validate_graph(self, name: str, record: dict, genes: np.ndarray) -> list[str]:
+        where = f"graph {name!r} (graphs/{record['key']})"
+        try:
+            group = self._group[f"graphs/{record['key']}"]
+            meta = group.attrs.asdict()
+        except Exception as error:  # noqa: BLE001
+            return [f"{where}: missing or unreadable ({error})"]
+        arrays, problems = {}, []
+        for path, expected in meta["checksums"].items():
+            try:
+                arrays[path] = group[path][:]
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"{where}: {path} unreadable ({type(error).__name__}: {error})")
+                continue
+            if _checksum(arrays[path]) != expected:
+                problems.append(f"{where}: {path} checksum mismatch (corrupted)")
+        n = record["n_genes"]
+        if n > len(genes):
+            problems.append(f"{where}: indexes {n} genes but the vocabulary has {len(genes)}")
+        elif _checksum(np.asarray(genes[:n], dtype=str)) != record["vocab_checksum"]:
+            problems.append(f"{where}: vocabulary mismatch (its first {n} genes changed)")
+        indptr = arrays.get("adjacency/indptr")
+        indices = arrays.get("adjacency/indices")
+        if indptr is not None:
+            if indptr.size != n + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+                problems.append(f"{where}: adjacency/indptr is not a valid CSR row pointer")
+            elif indices is not None and indptr[-1] != indices.size:
+                problems.append(f"{where}: adjacency/indptr ends at {indptr[-1]}, not nnz")
+        if indices is not None and indices.size and (indices.min() < 0 or indices.max() >= n):
+            problems.append(f"{where}: adjacency/indices out of range [0, {n})")
+        nnz = meta["n_edges"]
+        for path, values in arrays.items():
+            if path != "adjacency/indptr" and values.size != nnz:
+                problems.append(f"{where}: {path} has {values.size} values, not {nnz} edges")
+        return problems
+
+    def cleanup(self) -> list[str]:
+        """Delete data no graph or vocabulary refers to (left by interrupted writes)."""
+        self._require_writable()
+        referenced = {record["key"] for record in self._root["graphs"].values()}
+        removed = []
+        for key in set(self._group["graphs"].group_keys()) - referenced:
+            del self._group[f"graphs/{key}"]
+            removed.append(f"graphs/{key}")
+        for key in set(self._group["vocab"].group_keys()) - {self._root["vocab"]}:
+            del self._group[f"vocab/{key}"]
+            removed.append(f"vocab/{key}")
+        return sorted(removed)
+
+
+def _edge_table(edges, genes) -> pd.DataFrame:
+    """Normalize the accepted edge inputs to a DataFrame with ``source`` and ``target``."""
+    if sp.issparse(edges):
+        if genes is None:
+            raise ValueError("a sparse matrix needs genes= naming its rows and columns")
+        genes = np.asarray([str(g) for g in genes], dtype=object)
+        if edges.shape != (genes.size, genes.size):
+            raise ValueError(
+                f"the matrix is {edges.shape[0]} x {edges.shape[1]} but {genes.size} genes given"
+            )
+        coo = sp.coo_matrix(edges)
+        coo.sum_duplicates()
+        return pd.DataFrame(
+            {"source": genes[coo.row], "target": genes[coo.col], "weight": coo.data}
+        )
+    if not isinstance(edges, pd.DataFrame):
+        raise TypeError("edges must be a pandas DataFrame or a SciPy sparse matrix")
+    for source, target in ENDPOINTS:
+        if source in edges.columns and target in edges.columns:
+            table = edges.rename(columns={source: "source", target: "target"})
+            table["source"] = table["source"].astype(str)
+            table["target"] = table["target"].astype(str)
+            return table.reset_index(drop=True)
+    raise InputError(
+        f"<DataFrame>: no endpoint columns; expected one of "
+        f"{', '.join('/'.join(pair) for pair in ENDPOINTS)}, found {list(edges.columns)}"
+    )
+
+
+# ----------------------------------------------------------------- location and locking
+def _is_url(url: str) -> bool:
+    return "://" in url
+
+
+def _storage_options(url: str) -> dict:
+    return {"storage_options": {"auto_mkdir": True}} if _is_url(url) else {}
+
+
+def _fs_and_path(url: str):
+    import fsspec
+
+    if _is_url(url):
+        return fsspec.core.url_to_fs(url)
+    return fsspec.filesystem("file"), str(Path(url).absolute())
+
+
+def _exists(url: str) -> bool:
+    fs, path = _fs_and_path(url)
+    return fs.exists(f"{path}/zarr.json")
+
+
+def _nothing() -> None:
+    return None
+
+
+def _acquire_lock(url: str) -> Callable[[], None]:
+    """Create the writer lock file, or raise StoreError naming who holds it; return its release."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = _fs_and_path(url)
+    fs.makedirs(path, exist_ok=True)
+    lock = f"{path}/{LOCK_NAME}"
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": _now()})
+    try:
+        if isinstance(fs, LocalFileSystem):
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(owner)
+        else:  # object stores have no exclusive create: best effort
+            if fs.exists(lock):
+                raise FileExistsError(lock)
+            fs.pipe_file(lock, owner.encode())
+    except FileExistsError:
+        try:
+            holder = fs.cat_file(lock).decode()
+        except OSError:
+            holder = "unknown"
+        raise StoreError(
+            f"{url}: another writer holds the store ({holder}). Wait for it to finish; if that "
+            f"process is gone, delete {lock}"
+        ) from None
+
+    def release() -> None:
+        try:
+            fs.rm_file(lock)
+        except FileNotFoundError:
+            pass
+
+    return release
