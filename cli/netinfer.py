@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -49,9 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--output",
-        required=True,
         metavar="PATH",
-        help="network file to write (written atomically; .gz compresses)",
+        help="network file to write (written atomically; .gz compresses); --output and/or "
+        "--store is required",
+    )
+    run.add_argument("--store", metavar="STORE", help="also add the network to this graph store")
+    run.add_argument("--name", metavar="NAME", help="the network's name in --store")
+    run.add_argument("--cell-type", metavar="TYPE", help="cell type recorded with --store")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a graph of the same name in --store"
     )
     run.add_argument("--layer", metavar="L", help="AnnData layer to use instead of X")
     run.add_argument(
@@ -177,7 +185,77 @@ def _parser() -> argparse.ArgumentParser:
         "(human_tfs.txt, Lambert et al. 2018) into DIR.",
     )
     example.add_argument("directory", metavar="DIR")
+    _store_parsers(commands)
+    _ppi_parsers(commands)
     return parser
+
+
+def _store_parsers(commands) -> None:
+    store = commands.add_parser(
+        "store",
+        help="create, list, inspect, export, validate the Zarr graph store",
+        description="The graph store: one Zarr group holding every network with its gene "
+        "vocabulary and provenance (what the GREmLN trainer reads).",
+    )
+    actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create an empty store")
+    create.add_argument("store", metavar="STORE")
+    create.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    listing = actions.add_parser("ls", help="list the graphs")
+    listing.add_argument("store", metavar="STORE")
+    show = actions.add_parser("show", help="a graph's metadata and provenance")
+    show.add_argument("store", metavar="STORE")
+    show.add_argument("name", metavar="NAME")
+    export = actions.add_parser("export", help="write a graph as an ARACNe network file")
+    export.add_argument("store", metavar="STORE")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("output", metavar="PATH")
+    export.add_argument("--format", choices=["aracne-ap", "aracne3"], default="aracne-ap")
+    validate = actions.add_parser(
+        "validate",
+        help="check arrays, checksums, CSR structure and vocabulary (exit 1 on problems)",
+    )
+    validate.add_argument("store", metavar="STORE")
+    remove = actions.add_parser("rm", help="remove a graph")
+    remove.add_argument("store", metavar="STORE")
+    remove.add_argument("name", metavar="NAME")
+    add = actions.add_parser("add", help="add an ARACNe-AP or ARACNe3 network file")
+    add.add_argument("store", metavar="STORE")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("network", metavar="FILE")
+    add.add_argument("--kind", default="grn", help="grn, consensus, integrated (default: grn)")
+    add.add_argument("--cell-type", metavar="TYPE")
+    add.add_argument("--overwrite", action="store_true")
+
+
+def _ppi_parsers(commands) -> None:
+    ppi = commands.add_parser(
+        "ppi",
+        help="ingest protein-protein interactions (HINT, STRING) into the graph store",
+        description="Read a HINT or STRING v12 interaction file into an undirected PPI graph "
+        "of the graph store, with scores and provenance.",
+    )
+    sources = ppi.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    hint = sources.add_parser("hint", help="HINT *_binary_hq.txt / *_cocomp_hq.txt")
+    hint.add_argument("file", metavar="FILE")
+    string = sources.add_parser("string", help="STRING v12 protein.links(.detailed)")
+    string.add_argument("file", metavar="LINKS")
+    string.add_argument("--info", metavar="INFO", help="protein.info file (ENSP -> symbol)")
+    string.add_argument("--aliases", metavar="ALIASES", help="protein.aliases file")
+    string.add_argument(
+        "--min-score", type=int, default=700, help="combined_score cutoff (default: 700)"
+    )
+    for parser in (hint, string):
+        parser.add_argument("--store", required=True, metavar="STORE")
+        parser.add_argument(
+            "--name", metavar="NAME", help="graph name (default: the file name without suffixes)"
+        )
+        parser.add_argument(
+            "--genes",
+            metavar="FILE",
+            help="keep only these genes: one symbol per line, or an .h5ad (its var_names)",
+        )
+        parser.add_argument("--overwrite", action="store_true")
 
 
 def _aracne(args: argparse.Namespace, console: Console) -> None:
@@ -185,6 +263,10 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
     from netinfer.aracne import aracne
     from netinfer.io import read_expression, read_regulators, write_aracne3, write_aracne_ap
 
+    if not (args.output or args.store):
+        raise ValueError("give --output PATH and/or --store STORE --name NAME")
+    if args.store and not args.name:
+        raise ValueError("--store needs --name: the network's name in the store")
     expr = read_expression(args.expr, layer=args.layer, min_samples=args.min_samples)
     if not args.quiet:
         console.print(expr.orientation)
@@ -217,8 +299,20 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
         )
     finally:
         close()
-    write = write_aracne3 if args.format == "aracne3" else write_aracne_ap
-    write(result.edges, args.output)
+    if args.output:
+        write = write_aracne3 if args.format == "aracne3" else write_aracne_ap
+        write(result.edges, args.output)
+    if args.store:
+        with _open_or_create(args.store) as store:
+            store.add_graph(
+                args.name,
+                result.edges,
+                kind="grn",
+                cell_type=args.cell_type,
+                sources=[args.expr, args.regulators],
+                params={**result.settings, "summary": result.summary},
+                overwrite=args.overwrite,
+            )
     if not args.quiet:
         console.print(_summary_table(result.summary, args))
 
@@ -252,11 +346,113 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
         ("edges per resample", spread),
         ("final edges", f"{summary['final_edges']:,}"),
         ("time", f"{summary['seconds']:.1f} s"),
-        ("output", str(args.output)),
+        (
+            "output",
+            ", ".join(filter(None, [args.output, args.store and f"{args.store} ({args.name})"])),
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _open_or_create(path: str):
+    from netinfer.store import GraphStore, StoreError
+
+    try:
+        return GraphStore.open(path, mode="a")
+    except StoreError as error:
+        if "no such graph store" not in str(error):
+            raise
+        return GraphStore.create(path)
+
+
+def _store_command(args: argparse.Namespace, console: Console) -> int:
+    from netinfer.store import GraphStore
+
+    if args.action == "create":
+        GraphStore.create(args.store, overwrite=args.overwrite).close()
+        console.print(f"created graph store {args.store}")
+        return 0
+    writes = args.action in ("rm", "add")
+    with GraphStore.open(args.store, mode="a" if writes else "r") as store:
+        if args.action == "ls":
+            listing = store.list()
+            if sys.stdout.isatty():
+                table = Table(title=f"{args.store}: {len(store.genes):,} genes in the vocabulary")
+                for column in listing.columns:
+                    table.add_column(column, overflow="fold")
+                for row in listing.itertuples(index=False):
+                    table.add_row(*[str(v) for v in row])
+                Console().print(table)
+            else:  # piped: plain tab-separated text for scripts
+                listing.to_csv(sys.stdout, sep="\t", index=False)
+        elif args.action == "show":
+            print(json.dumps(store.info(args.name), indent=2, default=str))
+        elif args.action == "export":
+            store.export(args.name, args.output, format=args.format)
+            console.print(f"wrote {args.name} to {args.output} ({args.format})")
+        elif args.action == "validate":
+            problems = store.validate()
+            for problem in problems:
+                console.print(f"[red]problem:[/red] {problem}", highlight=False)
+            console.print(f"{args.store}: {len(problems)} problem(s)")
+            return 1 if problems else 0
+        elif args.action == "rm":
+            store.remove(args.name)
+            console.print(f"removed {args.name}")
+        else:
+            store.add_network_file(
+                args.name,
+                args.network,
+                kind=args.kind,
+                cell_type=args.cell_type,
+                overwrite=args.overwrite,
+            )
+            console.print(f"added {args.name}: {store.info(args.name)['n_edges']:,} edges")
+    return 0
+
+
+def _gene_list(path: str) -> list[str]:
+    if path.endswith(".h5ad"):
+        import anndata
+
+        return list(anndata.read_h5ad(path, backed="r").var_names)
+    from netinfer.io import read_regulators
+
+    return read_regulators(path)
+
+
+def _ppi_command(args: argparse.Namespace, console: Console) -> None:
+    from netinfer import ppi
+
+    genes = _gene_list(args.genes) if args.genes else None
+    if args.source == "hint":
+        table = ppi.read_hint(args.file, genes=genes)
+        params = {}
+    else:
+        table = ppi.read_string(
+            args.file, info=args.info, aliases=args.aliases, min_score=args.min_score, genes=genes
+        )
+        params = {"min_score": args.min_score}
+    name = args.name or Path(args.file).name.split(".txt")[0].split(".gz")[0]
+    sources = [
+        args.file,
+        *(p for p in (getattr(args, "info", None), getattr(args, "aliases", None)) if p),
+    ]
+    with _open_or_create(args.store) as store:
+        store.add_graph(
+            name,
+            table.edges,
+            kind="ppi",
+            directed=False,
+            weight="score",
+            sources=sources,
+            params={**params, "report": table.report, "genes_file": args.genes},
+            overwrite=args.overwrite,
+        )
+    console.print(table.report.get("summary", ""), highlight=False)
+    console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     from netinfer.io import InputError
+    from netinfer.store import StoreError
 
     started = time.perf_counter()
     try:
@@ -274,12 +471,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.command == "aracne":
                 _aracne(args, console)
+            elif args.command == "store":
+                return _store_command(args, console)
+            elif args.command == "ppi":
+                _ppi_command(args, console)
             else:
                 from netinfer.datasets import write_example
 
                 h5ad, tfs = write_example(args.directory)
                 console.print(f"wrote {h5ad} and {tfs} in {time.perf_counter() - started:.1f} s")
-    except (InputError, FileNotFoundError, ValueError) as error:
+    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     return 0

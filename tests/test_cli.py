@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -167,3 +171,90 @@ def test_example_data_is_real_pbmc_counts(tmp_path):
 def test_gremln_command_says_it_is_not_implemented(capsys):
     assert gremln_cli.main([]) == 1
     assert "Not implemented yet" in capsys.readouterr().out
+
+
+PPI = Path(__file__).parent / "data" / "ppi"
+
+
+def test_store_and_ppi_commands(files, capsys):
+    tmp, tsv, regs, _ = files
+    store = str(tmp / "graphs.zarr")
+    assert cli.main(["store", "create", store]) == 0
+    assert cli.main(["ppi", "hint", str(PPI / "HomoSapiens_binary_hq.txt"), "--store", store]) == 0
+    string = [
+        "ppi",
+        "string",
+        str(PPI / "9606.protein.links.v12.0.txt"),
+        "--info",
+        str(PPI / "9606.protein.info.v12.0.txt"),
+        "--store",
+        store,
+        "--name",
+        "string",
+    ]
+    assert cli.main(string) == 0
+    assert cli.main(string) == 2  # exists: needs --overwrite
+    assert "overwrite" in capsys.readouterr().err
+    assert cli.main([*string, "--overwrite"]) == 0
+    run = [
+        "aracne",
+        str(tsv),
+        "--regulators",
+        str(regs),
+        "--store",
+        store,
+        "--name",
+        "net",
+        "--cell-type",
+        "planted",
+        *FAST,
+    ]
+    assert cli.main(run) == 0
+    capsys.readouterr()
+    assert cli.main(["store", "ls", store]) == 0
+    listing = pd.read_csv(io.StringIO(capsys.readouterr().out), sep="\t")  # piped: TSV
+    assert set(listing["name"]) == {"HomoSapiens_binary_hq", "string", "net"}
+    assert listing.set_index("name").loc["string", "kind"] == "ppi"
+    assert cli.main(["store", "show", store, "net"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["kind"] == "grn" and meta["cell_type"] == "planted"
+    assert [s["path"] for s in meta["sources"]] == [str(tsv), str(regs)]
+    assert cli.main(["store", "validate", store]) == 0
+    out = tmp / "exported.tsv"
+    assert cli.main(["store", "export", store, "net", str(out), "--format", "aracne3"]) == 0
+    assert len(pd.read_csv(out, sep="\t")) == meta["n_edges"]
+    assert cli.main(["store", "rm", store, "string"]) == 0
+    assert cli.main(["store", "add", store, "again", str(out)]) == 0
+    assert cli.main(["store", "show", store, "string"]) == 2
+    assert "no graph named 'string'" in capsys.readouterr().err
+
+
+def test_store_validate_reports_corruption_with_exit_1(files, capsys):
+    tmp, tsv, regs, _ = files
+    store = tmp / "graphs.zarr"
+    assert (
+        cli.main(
+            [
+                "aracne",
+                str(tsv),
+                "--regulators",
+                str(regs),
+                "--store",
+                str(store),
+                "--name",
+                "net",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    chunk = next(p for p in store.rglob("*") if p.parent.name == "c" and "data" in p.parts)
+    chunk.write_bytes(b"garbage")
+    assert cli.main(["store", "validate", str(store)]) == 1
+    assert "adjacency/data" in capsys.readouterr().err
+
+
+def test_aracne_needs_an_output(files, capsys):
+    _, tsv, regs, _ = files
+    assert cli.main(["aracne", str(tsv), "--regulators", str(regs)]) == 2
+    assert "--output" in capsys.readouterr().err
