@@ -550,34 +550,38 @@ def _read_string_links(source: str) -> tuple[str, pd.DataFrame]:
     return fmt, df
 
 
-def _scan_links(source: str, columns: tuple[str, ...]) -> None:
-    """Raise for the first malformed data line of a links file (only called on failure)."""
-    n = len(columns)
+def _data_lines(source: str):
+    """(line number, text) of the non-blank lines after the header (for locating errors)."""
     with _open_text(source) as fh:
         next(fh)
         for lineno, raw in enumerate(fh, 2):
             line = raw.rstrip("\r\n")
-            if not line:
-                continue
-            fields = line.rstrip(" ").split(" ")
-            if len(fields) != n:
-                hint = "; STRING links files are space-separated" if "\t" in line else ""
+            if line:
+                yield lineno, line
+
+
+def _scan_links(source: str, columns: tuple[str, ...]) -> None:
+    """Raise for the first malformed data line of a links file (only called on failure)."""
+    n = len(columns)
+    for lineno, line in _data_lines(source):
+        fields = line.rstrip(" ").split(" ")
+        if len(fields) != n:
+            hint = "; STRING links files are space-separated" if "\t" in line else ""
+            raise InputError(
+                f"{source}: line {lineno}: expected {n} space-separated fields "
+                f"({' '.join(columns)}), found {len(fields)}{hint}: {_show(line)}"
+            )
+        if not all(fields[:2]):
+            raise InputError(f"{source}: line {lineno}: empty protein id: {_show(line)}")
+        for name, value in zip(columns[2:], fields[2:]):
+            if not _INT_TEXT.fullmatch(value):
                 raise InputError(
-                    f"{source}: line {lineno}: expected {n} space-separated fields "
-                    f"({' '.join(columns)}), found {len(fields)}{hint}: {_show(line)}"
+                    f"{source}: line {lineno}: {name} {value!r} is not an integer: {_show(line)}"
                 )
-            if not all(fields[:2]):
-                raise InputError(f"{source}: line {lineno}: empty protein id: {_show(line)}")
-            for name, value in zip(columns[2:], fields[2:]):
-                if not _INT_TEXT.fullmatch(value):
-                    raise InputError(
-                        f"{source}: line {lineno}: {name} {value!r} is not an integer: "
-                        f"{_show(line)}"
-                    )
-                if not 0 <= int(value) <= _MAX_STRING_SCORE:
-                    raise InputError(
-                        f"{source}: line {lineno}: {name} {value} is outside 0..1000: {_show(line)}"
-                    )
+            if not 0 <= int(value) <= _MAX_STRING_SCORE:
+                raise InputError(
+                    f"{source}: line {lineno}: {name} {value} is outside 0..1000: {_show(line)}"
+                )
 
 
 def _read_string_info(source: str) -> dict[str, str]:
@@ -635,24 +639,20 @@ def _read_string_tsv(source: str, columns: tuple[str, ...], what: str) -> pd.Dat
 
 
 def _scan_tsv(source: str, columns: tuple[str, ...], what: str) -> None:
+    """Raise for the first line of a tab-separated STRING file with the wrong field count."""
     n = len(columns)
-    with _open_text(source) as fh:
-        next(fh)
-        for lineno, raw in enumerate(fh, 2):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
-            found = line.count("\t") + 1
-            if found != n:
-                hint = (
-                    f"; STRING {what} files are tab-separated, this line has spaces instead"
-                    if "\t" not in line and " " in line
-                    else ""
-                )
-                raise InputError(
-                    f"{source}: line {lineno}: expected {n} tab-separated fields "
-                    f"({' '.join(columns)}), found {found}{hint}: {_show(line)}"
-                )
+    for lineno, line in _data_lines(source):
+        found = line.count("\t") + 1
+        if found != n:
+            hint = (
+                f"; STRING {what} files are tab-separated, this line has spaces instead"
+                if "\t" not in line and " " in line
+                else ""
+            )
+            raise InputError(
+                f"{source}: line {lineno}: expected {n} tab-separated fields "
+                f"({' '.join(columns)}), found {found}{hint}: {_show(line)}"
+            )
 
 
 def _read_table(
