@@ -187,7 +187,70 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("directory", metavar="DIR")
     _store_parsers(commands)
     _ppi_parsers(commands)
+    _celltype_parser(commands)
     return parser
+
+
+def _celltype_parser(commands) -> None:
+    run = commands.add_parser(
+        "celltype-networks",
+        help="one consensus network per cell type: QC, Leiden clusters, ARACNe per cluster",
+        description="From raw counts to one consensus regulatory network per cell type in the "
+        "graph store: QC and normalization (1e6, log1p), Leiden clusters within each cell type, "
+        "ARACNe in every cluster, and a binomial consensus of each type's cluster networks with "
+        "Benjamini-Hochberg FDR. Finished cluster networks are kept in --work-dir, so a rerun "
+        "after a crash or Ctrl-C resumes.",
+    )
+    run.add_argument("counts", metavar="COUNTS.h5ad", help="raw UMI counts, cells x genes")
+    run.add_argument("--regulators", required=True, metavar="FILE")
+    run.add_argument("--store", required=True, metavar="STORE")
+    run.add_argument(
+        "--cell-type-key",
+        metavar="KEY",
+        help="obs column of cell types (default: Leiden clusters of all cells act as types)",
+    )
+    run.add_argument("--layer", metavar="L", help="layer holding the counts instead of X")
+    run.add_argument("--min-counts", type=int, default=1000, help="(default: 1000)")
+    run.add_argument("--max-counts", type=int, default=100_000, help="(default: 100000)")
+    run.add_argument(
+        "--trim",
+        type=float,
+        default=0.9,
+        help="then keep the middle fraction by total UMI; 1 = off (default: 0.9)",
+    )
+    run.add_argument("--min-genes", type=int, default=500, help="(default: 500)")
+    run.add_argument("--resolution", type=float, default=1.0, help="Leiden (default: 1.0)")
+    run.add_argument("--max-cells", type=int, default=500, help="per cluster (default: 500)")
+    run.add_argument(
+        "--min-cells", type=int, default=50, help="smaller clusters are skipped (default: 50)"
+    )
+    run.add_argument(
+        "--metacells",
+        type=int,
+        metavar="K",
+        help="pool each cell with its K nearest neighbours in its cluster (for shallow cells)",
+    )
+    run.add_argument("--resamples", type=int, default=20, help="ARACNe per cluster (default: 20)")
+    run.add_argument("--fdr", type=float, default=0.05, help="consensus BH FDR (default: 0.05)")
+    run.add_argument(
+        "--keep-cluster-networks", action="store_true", help="also store every cluster network"
+    )
+    run.add_argument(
+        "--work-dir", metavar="DIR", help="finished cluster networks (default: STORE.work)"
+    )
+    run.add_argument(
+        "--report", metavar="FILE", help="run report JSON (default: STORE.report.json)"
+    )
+    cluster = run.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local Dask cluster of N processes (default: one per core)",
+    )
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
+    run.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    run.add_argument("--quiet", action="store_true")
 
 
 def _store_parsers(commands) -> None:
@@ -455,6 +518,63 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
+def _celltype_command(args: argparse.Namespace, console: Console) -> None:
+    import os
+
+    import anndata
+
+    from netinfer import distributed
+    from netinfer.io import InputError, atomic_write, read_regulators
+    from netinfer.pipeline import celltype_networks, format_report
+
+    if not os.path.exists(args.counts):
+        raise InputError(f"{args.counts}: no such file")
+    adata = anndata.read_h5ad(args.counts)
+    if args.layer is not None:
+        if args.layer not in adata.layers:
+            layers = ", ".join(adata.layers) or "none"
+            raise InputError(f"{args.counts}: no layer {args.layer!r}; layers: {layers}")
+        adata.X = adata.layers[args.layer]
+    regulators = read_regulators(args.regulators, genes=adata.var_names)
+    store_path = args.store.rstrip("/")
+    workers = args.workers if args.scheduler is None else None
+    if args.scheduler is None and workers is None:
+        workers = os.cpu_count() or 1
+    client, close = distributed.prepare_client(scheduler=args.scheduler, workers=workers)
+    try:
+        with _open_or_create(args.store) as store:
+            result = celltype_networks(
+                adata,
+                regulators,
+                store=store,
+                cell_type_key=args.cell_type_key,
+                min_counts=args.min_counts,
+                max_counts=args.max_counts,
+                trim=None if args.trim >= 1 else args.trim,
+                min_genes=args.min_genes,
+                resolution=args.resolution,
+                max_cells=args.max_cells,
+                min_cells=args.min_cells,
+                metacells=args.metacells,
+                resamples=args.resamples,
+                fdr=args.fdr,
+                keep_cluster_networks=args.keep_cluster_networks,
+                client=client,
+                work_dir=args.work_dir or f"{store_path}.work",
+                seed=args.seed,
+                progress=not args.quiet,
+                sources=[args.counts, args.regulators],
+            )
+    finally:
+        close()
+    report_path = args.report or f"{store_path}.report.json"
+    with atomic_write(report_path) as handle:
+        json.dump(result.report, handle, indent=2, default=str)
+    if not args.quiet:
+        console.print(format_report(result.report), highlight=False)
+        console.print(f"report: {report_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netinfer`` console script."""
     args = _parser().parse_args(argv)
@@ -475,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _store_command(args, console)
             elif args.command == "ppi":
                 _ppi_command(args, console)
+            elif args.command == "celltype-networks":
+                _celltype_command(args, console)
             else:
                 from netinfer.datasets import write_example
 

@@ -15,6 +15,7 @@ under "this edge is noise", and keep the edges whose Bonferroni-adjusted p-value
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,9 +78,18 @@ def consolidate(
     n_resamples = len(networks)
     if test == "poisson":
         lam = all_ids.size / n_possible
-        raw = stats.poisson.sf(count - 1, lam)
+        tail = lambda k: stats.poisson.sf(k - 1, lam)  # noqa: E731
     else:
         theta = float(np.mean([net.false_positive_rate for net in networks]))
-        raw = stats.binom.sf(count - 1, n_resamples, theta)
-    pvalue = np.minimum(1.0, raw * n_possible)
+        tail = lambda k: stats.binom.sf(k - 1, n_resamples, theta)  # noqa: E731
+    pvalue = np.minimum(1.0, tail(count) * n_possible)
+    best = min(1.0, float(tail(n_resamples)) * n_possible)
+    if all_ids.size and best >= alpha:
+        warnings.warn(
+            f"no edge can pass the {test} consolidation test: even an edge found in all "
+            f"{n_resamples} resamples has adjusted p = {best:.2g} >= {alpha}. The networks are "
+            f"dense for {n_possible} possible pairs; use more resamples (or the other test)",
+            UserWarning,
+            stacklevel=3,
+        )
     return Consolidated(edge_ids, count, mean_mi, pvalue, pvalue < alpha)

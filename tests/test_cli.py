@@ -14,6 +14,7 @@ from conftest import planted_network
 
 from cli import gremln as gremln_cli
 from cli import netinfer as cli
+from netinfer.store import GraphStore
 
 FAST = ["--resamples", "6", "--seed", "1", "--quiet"]
 
@@ -258,3 +259,52 @@ def test_aracne_needs_an_output(files, capsys):
     _, tsv, regs, _ = files
     assert cli.main(["aracne", str(tsv), "--regulators", str(regs)]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_celltype_networks_command(tmp_path, capsys):
+    from test_pipeline import _typed_counts
+
+    adata, regulators, _ = _typed_counts()
+    counts = tmp_path / "counts.h5ad"
+    adata.write_h5ad(counts)
+    regs = tmp_path / "tfs.txt"
+    regs.write_text("\n".join(regulators) + "\n")
+    store = tmp_path / "graphs.zarr"
+    args = [
+        "celltype-networks",
+        str(counts),
+        "--cell-type-key",
+        "cell_type",
+        "--regulators",
+        str(regs),
+        "--store",
+        str(store),
+        "--min-counts",
+        "500",
+        "--min-genes",
+        "10",
+        "--trim",
+        "1",
+        "--min-cells",
+        "50",
+        "--resolution",
+        "0.5",
+        "--resamples",
+        "10",
+        "--workers",
+        "1",
+        "--seed",
+        "1",
+    ]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "QC: 480 cells -> 480 kept" in err and "consensus" in err
+    report = json.loads((tmp_path / "graphs.zarr.report.json").read_text())
+    assert set(report["cell_types"]) == {"type A", "type B"}
+    assert len(list((tmp_path / "graphs.zarr.work").iterdir())) == 3  # finished cluster networks
+    with GraphStore.open(store) as reader:
+        listing = reader.list().set_index("name")
+    assert set(listing.index) == {"type A", "type B"} and (listing["edges"] > 0).all()
+    missing = [*args[:3], "celltype", *args[4:]]
+    assert cli.main(missing) == 2
+    assert "no obs column 'celltype'" in capsys.readouterr().err

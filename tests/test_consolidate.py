@@ -45,7 +45,15 @@ def test_mean_mi_and_bad_test():
         ResampleNetwork(np.array([4]), np.array([0.2]), 0.0, 1),
         ResampleNetwork(np.array([4, 9]), np.array([0.4, 0.3]), 0.0, 2),
     ]
-    out = consolidate(nets, n_possible=10)
+    with pytest.warns(UserWarning, match="no edge can pass"):  # 2 resamples cannot suffice
+        out = consolidate(nets, n_possible=10)
     np.testing.assert_allclose(out.mean_mi, [0.3, 0.3])
     with pytest.raises(ValueError, match="consolidation"):
         consolidate(nets, n_possible=10, test="fisher")
+
+
+def test_warns_when_no_count_can_be_significant():
+    nets = _networks([[1, 2, 3]] * 3)  # 3 resamples, dense for 10 possible pairs
+    with pytest.warns(UserWarning, match="even an edge found in all 3 resamples"):
+        out = consolidate(nets, n_possible=10, test="poisson")
+    assert not out.significant.any()

@@ -1,0 +1,548 @@
+"""Cell-type networks from single-cell counts, as the GREmLN paper builds them.
+
+counts -> QC and normalization -> Leiden clusters within each cell type -> ARACNe in every cluster
+-> per cell type, a consensus of its cluster networks -> the graph store.
+
+- **QC** (the paper's defaults, all parameters): total UMI between ``min_counts`` and
+  ``max_counts``, then the middle ``trim`` fraction by total UMI, then at least ``min_genes``
+  expressed genes; each cell normalized to 1e6 total and log1p.
+- **Clusters** within each cell type: PCA, neighbours and Leiden (leidenalg), seeded. Optional
+  metacells pool each cell's counts with its k nearest neighbours inside its cluster before
+  normalizing. Use them when cells are shallow (a few thousand UMI or less): ARACNe's ranks then
+  suffer from dropout ties. The pooled profiles overlap, so they are not independent samples;
+  the consensus across clusters, not the per-cluster p-values, carries the statistics.
+- **Per-cluster ARACNe** on at most ``max_cells`` profiles (a seeded sample); clusters under
+  ``min_cells`` are skipped and recorded.
+- **Consensus**: an edge's recurrence k over a type's C cluster networks is tested against
+  Binomial(C, p), p = the cluster networks' mean edge density; Benjamini-Hochberg over all
+  regulator-target pairs (statsmodels); edges with q <= ``fdr`` are kept with k, p, q and their
+  mean MI. A type with one usable cluster keeps that cluster's network (and the report says so).
+
+Cluster jobs run in this process or on a Dask client. Each finished cluster network is written to
+``work_dir`` under a key of its data and options, so a rerun after a crash skips it and ends with
+the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+from tqdm.auto import tqdm
+
+from netinfer.aracne import aracne
+from netinfer.io import InputError, atomic_write
+
+CLUSTER_KEY = "netinfer_cluster"
+
+
+@dataclass
+class CelltypeResult:
+    """Consensus networks per cell type, the cluster networks they came from, and a run report."""
+
+    networks: dict[str, pd.DataFrame]
+    clusters: dict[tuple[str, str], pd.DataFrame]
+    report: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """One (cell type, cluster) ARACNe run: its profiles and everything it depends on."""
+
+    cell_type: str
+    cluster: str
+    X: np.ndarray
+    genes: np.ndarray
+    regulators: tuple[str, ...]
+    options: dict
+
+    @property
+    def key(self) -> str:
+        """Content key: the same data and options give the same key (and the same network)."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.X).tobytes())
+        digest.update("\n".join(map(str, self.genes)).encode())
+        digest.update("\n".join(self.regulators).encode())
+        digest.update(json.dumps(self.options, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
+
+
+def quality_control(
+    adata,
+    *,
+    min_counts: int = 1000,
+    max_counts: int = 100_000,
+    trim: float | None = 0.9,
+    min_genes: int = 500,
+):
+    """Filter cells by total UMI and expressed genes; report what each rule removed.
+
+    Parameters
+    ----------
+    adata
+        Raw counts, cells x genes.
+    min_counts, max_counts
+        Total UMI range (inclusive).
+    trim
+        Keep the middle fraction of the remaining cells by total UMI (``None``: off).
+    min_genes
+        Minimum number of expressed genes.
+
+    Returns
+    -------
+    The filtered AnnData (a copy) and a report ``{"input", "below_min_counts",
+    "above_max_counts", "outside_middle_fraction", "below_min_genes", "kept"}``.
+    """
+    X = adata.X
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    sample = values[:1_000_000]
+    if np.any(sample != np.round(sample)):
+        warnings.warn(
+            "the matrix has non-integer values: QC thresholds and normalization assume raw UMI "
+            "counts (pass counts, e.g. a 'counts' layer)",
+            UserWarning,
+            stacklevel=2,
+        )
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    expressed = np.asarray((X > 0).sum(axis=1)).ravel()
+    keep = np.ones(adata.n_obs, dtype=bool)
+    report = {"input": int(adata.n_obs)}
+    for rule, fails in (
+        ("below_min_counts", totals < min_counts),
+        ("above_max_counts", totals > max_counts),
+    ):
+        report[rule] = int((keep & fails).sum())
+        keep &= ~fails
+    report["outside_middle_fraction"] = 0
+    if trim is not None and keep.any():
+        if not 0.0 < trim <= 1.0:
+            raise ValueError(f"trim must be in (0, 1], not {trim}")
+        low, high = np.quantile(totals[keep], [(1 - trim) / 2, 1 - (1 - trim) / 2])
+        outside = keep & ((totals < low) | (totals > high))
+        report["outside_middle_fraction"] = int(outside.sum())
+        keep &= ~outside
+    report["below_min_genes"] = int((keep & (expressed < min_genes)).sum())
+    keep &= expressed >= min_genes
+    report["kept"] = int(keep.sum())
+    return adata[keep].copy(), report
+
+
+def normalize(counts) -> np.ndarray:
+    """log1p of counts scaled to 1e6 per cell (dense float64, cells x genes)."""
+    X = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
+    totals = X.sum(axis=1, keepdims=True)
+    totals[totals == 0] = 1.0
+    return np.log1p(X / totals * 1e6)
+
+
+def leiden_clusters(profiles: np.ndarray, *, resolution: float, seed: int) -> np.ndarray:
+    """Leiden clusters (leidenalg) of normalized profiles on a PCA neighbour graph, as strings.
+
+    Clusters are numbered by decreasing size; the same seed gives the same clusters.
+    """
+    import anndata as ad
+    import igraph
+    import leidenalg
+    import scanpy as sc
+
+    n_cells = profiles.shape[0]
+    if n_cells < 10:
+        return np.zeros(n_cells, dtype=int).astype(str)
+    work = ad.AnnData(profiles.astype(np.float32))
+    n_comps = int(min(30, n_cells - 1, profiles.shape[1] - 1))
+    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
+    sc.pp.neighbors(work, n_neighbors=min(15, n_cells - 1), random_state=seed)
+    graph = work.obsp["connectivities"].tocoo()
+    network = igraph.Graph(n=n_cells, edges=list(zip(graph.row, graph.col)), directed=True)
+    partition = leidenalg.find_partition(
+        network,
+        leidenalg.RBConfigurationVertexPartition,
+        weights=graph.data.tolist(),
+        resolution_parameter=resolution,
+        seed=seed,
+        n_iterations=-1,
+    )
+    return np.asarray(partition.membership).astype(str)
+
+
+def pool_metacells(counts: np.ndarray, profiles: np.ndarray, k: int) -> np.ndarray:
+    """Each cell's counts summed with those of its k nearest neighbours (PCA of ``profiles``)."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n_cells = counts.shape[0]
+    k = min(k, n_cells - 1)
+    if k < 1:
+        return counts
+    n_comps = int(min(30, n_cells - 1, profiles.shape[1]))
+    coords = PCA(n_components=n_comps, random_state=0).fit_transform(profiles)
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords)
+    return counts[neighbours].sum(axis=1)
+
+
+def consensus(
+    networks: Sequence[pd.DataFrame], *, n_possible: int, fdr: float = 0.05
+) -> pd.DataFrame:
+    """Edges recurring across cluster networks more often than their density explains.
+
+    Parameters
+    ----------
+    networks
+        The cluster networks of one cell type (``regulator``, ``target``, ``mi``).
+    n_possible
+        Number of regulator-target pairs each network could contain.
+    fdr
+        Benjamini-Hochberg level over all ``n_possible`` pairs.
+
+    Returns
+    -------
+    ``regulator``, ``target``, ``mi`` (mean over the clusters with the edge), ``count``,
+    ``pvalue``, ``qvalue`` of the kept edges, by decreasing count then MI.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    n_networks = len(networks)
+    density = float(np.mean([len(net) for net in networks])) / n_possible
+    pooled = pd.concat([net[["regulator", "target", "mi"]] for net in networks])
+    edges = (
+        pooled.groupby(["regulator", "target"], sort=True)["mi"]
+        .agg(mi="mean", count="size")
+        .reset_index()
+    )
+    edges["pvalue"] = stats.binom.sf(edges["count"] - 1, n_networks, density)
+    unseen = np.ones(max(0, n_possible - len(edges)))  # pairs never seen: p = 1, still tests
+    qvalues = multipletests(np.concatenate([edges["pvalue"], unseen]), method="fdr_bh")[1]
+    edges["qvalue"] = qvalues[: len(edges)]
+    kept = edges[edges["qvalue"] <= fdr]
+    return kept.sort_values(["count", "mi"], ascending=False).reset_index(drop=True)
+
+
+def run_cluster_job(job: ClusterJob) -> pd.DataFrame:
+    """ARACNe on one cluster's profiles (a plain function: runs here or on a Dask worker)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # absent regulators / constant genes
+        result = aracne(job.X, job.genes, list(job.regulators), **job.options)
+    return result.edges
+
+
+def _save_edges(edges: pd.DataFrame, path: Path) -> None:
+    """Write an edge table losslessly (floats as repr), atomically."""
+    with atomic_write(path) as handle:
+        edges.to_csv(handle, sep="\t", index=False, na_rep="nan")
+
+
+def _load_edges(path: Path) -> pd.DataFrame:
+    """Read what ``_save_edges`` wrote, bit for bit (gene ids stay text whatever they look like)."""
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    for column in table.columns.drop(["regulator", "target"]):
+        table[column] = table[column].astype(np.int64 if column == "count" else np.float64)
+    return table
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def celltype_networks(
+    adata,
+    regulators: Sequence[str],
+    *,
+    store=None,
+    cell_type_key: str | None = None,
+    min_counts: int = 1000,
+    max_counts: int = 100_000,
+    trim: float | None = 0.9,
+    min_genes: int = 500,
+    resolution: float = 1.0,
+    max_cells: int = 500,
+    min_cells: int = 50,
+    metacells: int | None = None,
+    resamples: int = 20,
+    fdr: float = 0.05,
+    aracne_options: dict | None = None,
+    keep_cluster_networks: bool = False,
+    client=None,
+    work_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    sources: Sequence[str] = (),
+) -> CelltypeResult:
+    """One consensus regulatory network per cell type (see the module docstring).
+
+    Parameters
+    ----------
+    adata
+        Raw counts, cells x genes.
+    regulators
+        Candidate regulator ids.
+    store
+        A writable ``GraphStore`` to receive the consensus networks (kind ``consensus``, named
+        after the cell type); ``None`` keeps them in memory only.
+    cell_type_key
+        ``obs`` column of cell types; ``None`` uses Leiden clusters of all cells as types.
+    min_counts, max_counts, trim, min_genes
+        QC, see ``quality_control``.
+    resolution
+        Leiden resolution within each cell type.
+    max_cells
+        Profiles per cluster at most (a seeded sample).
+    min_cells
+        Clusters (and cell types) with fewer cells are skipped and recorded.
+    metacells
+        Pool each cell with its k nearest neighbours within its cluster (``None``: off).
+    resamples
+        ARACNe resamples per cluster network.
+    fdr
+        Consensus Benjamini-Hochberg level.
+    aracne_options
+        More ``netinfer.aracne.aracne`` options for the cluster networks.
+    keep_cluster_networks
+        Also store each cluster network (kind ``grn``, named ``<type>.cluster<id>``).
+    client
+        A ``distributed.Client`` to run the cluster jobs on.
+    work_dir
+        Folder where finished cluster networks are kept, so that a rerun resumes.
+    seed
+        Seed of clustering, sampling and ARACNe.
+    progress
+        Show a progress bar over cluster jobs.
+    sources
+        Input files to record with the stored networks.
+
+    Returns
+    -------
+    ``CelltypeResult`` with ``networks`` (cell type -> consensus edges), ``clusters``
+    ((cell type, cluster) -> ARACNe edges) and ``report``.
+    """
+    started = time.perf_counter()
+    if cell_type_key is not None and cell_type_key not in adata.obs:
+        raise InputError(
+            f"<AnnData>: no obs column {cell_type_key!r}; columns are: "
+            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
+        )
+    genes = adata.var_names.astype(str).to_numpy()
+    present = [r for r in dict.fromkeys(map(str, regulators)) if r in set(genes)]
+    if not present:
+        raise InputError(
+            f"<AnnData>: none of the {len(regulators)} regulators is among the "
+            f"{len(genes)} genes (e.g. regulators {', '.join(map(str, list(regulators)[:3]))}; "
+            f"genes {', '.join(genes[:3])})"
+        )
+    cells, qc = quality_control(
+        adata, min_counts=min_counts, max_counts=max_counts, trim=trim, min_genes=min_genes
+    )
+    report = {"qc": qc, "regulators": len(present), "genes": int(len(genes)), "cell_types": {}}
+    profiles = normalize(cells.X)
+    if cell_type_key is None:
+        labels = leiden_clusters(profiles, resolution=resolution, seed=seed)
+        types = np.array([f"leiden_{label}" for label in labels], dtype=object)
+    else:
+        types = cells.obs[cell_type_key].astype(str).to_numpy()
+    options = {"resamples": resamples, "seed": seed, **(aracne_options or {})}
+    if client is not None:
+        options.setdefault("threads", 1)  # one job per worker thread
+    counts = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X, dtype=float)
+
+    jobs, skipped = [], {}
+    for cell_type in sorted(set(types)):
+        members = np.flatnonzero(types == cell_type)
+        entry = report["cell_types"][cell_type] = {"cells": int(members.size), "clusters": {}}
+        if members.size < min_cells:
+            entry["skipped"] = f"{members.size} cells, fewer than min_cells={min_cells}"
+            skipped[cell_type] = entry["skipped"]
+            continue
+        if members.size < 2 * min_cells:  # splitting could only leave clusters under min_cells
+            labels = np.zeros(members.size, dtype=int).astype(str)
+        else:
+            labels = leiden_clusters(profiles[members], resolution=resolution, seed=seed)
+        for cluster in sorted(set(labels), key=lambda c: (len(c), c)):
+            idx = members[labels == cluster]
+            info = entry["clusters"][cluster] = {"cells": int(idx.size)}
+            if idx.size < min_cells:
+                info["status"] = f"skipped: fewer than min_cells={min_cells}"
+                continue
+            stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
+            rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+            if idx.size > max_cells:
+                idx = np.sort(rng.choice(idx, size=max_cells, replace=False))
+            X = profiles[idx]
+            if metacells:
+                X = normalize(pool_metacells(counts[idx], profiles[idx], metacells))
+            info["profiles"] = int(idx.size)
+            jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} cell type(s) with too few cells: "
+            + "; ".join(f"{t} ({why})" for t, why in skipped.items()),
+            UserWarning,
+            stacklevel=2,
+        )
+
+    cluster_networks = _run_jobs(jobs, client=client, work_dir=work_dir, progress=progress)
+    networks = {}
+    n_possible = len(present) * (len(genes) - 1)
+    for job in jobs:
+        info = report["cell_types"][job.cell_type]["clusters"][job.cluster]
+        info["edges"] = int(len(cluster_networks[(job.cell_type, job.cluster)][0]))
+        info["status"] = cluster_networks[(job.cell_type, job.cluster)][1]
+    for cell_type, entry in report["cell_types"].items():
+        nets = [
+            cluster_networks[(cell_type, c)][0]
+            for c in entry["clusters"]
+            if (cell_type, c) in cluster_networks
+        ]
+        if not nets:
+            entry.setdefault("skipped", "no cluster with enough cells")
+            continue
+        if len(nets) == 1:
+            single = nets[0][["regulator", "target", "mi"]].assign(
+                count=1, pvalue=nets[0]["pvalue"], qvalue=np.nan
+            )
+            networks[cell_type] = single
+            entry["note"] = "one usable cluster: its network is kept as the consensus"
+        else:
+            networks[cell_type] = consensus(nets, n_possible=n_possible, fdr=fdr)
+        entry["consensus_edges"] = int(len(networks[cell_type]))
+    clusters = {key: value[0] for key, value in cluster_networks.items()}
+    if store is not None:
+        params = {
+            "cell_type_key": cell_type_key,
+            "min_counts": min_counts,
+            "max_counts": max_counts,
+            "trim": trim,
+            "min_genes": min_genes,
+            "resolution": resolution,
+            "max_cells": max_cells,
+            "min_cells": min_cells,
+            "metacells": metacells,
+            "resamples": resamples,
+            "fdr": fdr,
+            "aracne_options": aracne_options,
+            "seed": seed,
+        }
+        _store_networks(store, networks, clusters, report, keep_cluster_networks, sources, params)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return CelltypeResult(networks=networks, clusters=clusters, report=report)
+
+
+def _run_jobs(jobs, *, client, work_dir, progress) -> dict:
+    """Cluster networks by (cell type, cluster), with a status: done, resumed."""
+    results = {}
+    folder = Path(work_dir) if work_dir is not None else None
+    todo = []
+    for job in jobs:
+        path = (
+            folder / f"{_safe(job.cell_type)}__{_safe(job.cluster)}__{job.key}.tsv.gz"
+            if folder
+            else None
+        )
+        if path is not None and path.exists():
+            results[(job.cell_type, job.cluster)] = (_load_edges(path), "resumed")
+        else:
+            todo.append((job, path))
+    bar = tqdm(
+        total=len(jobs),
+        initial=len(results),
+        desc="cluster networks",
+        unit="net",
+        disable=not progress,
+    )
+
+    def finish(job, path, edges) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save_edges(edges, path)  # atomic: a killed run never leaves a partial file
+        results[(job.cell_type, job.cluster)] = (edges, "done")
+        bar.update()
+
+    with bar:
+        if client is None:
+            for job, path in todo:
+                finish(job, path, run_cluster_job(job))
+        else:
+            from distributed import as_completed
+
+            futures = {
+                client.submit(run_cluster_job, job, pure=False): (job, path) for job, path in todo
+            }
+            for future in as_completed(futures):
+                finish(*futures[future], future.result())
+    return results
+
+
+def _store_networks(store, networks, clusters, report, keep_clusters, sources, params) -> None:
+    from netinfer.store import GraphStore
+
+    owned = not isinstance(store, GraphStore)
+    if owned:
+        store = GraphStore.open(store, mode="a")
+    try:
+        for cell_type, edges in networks.items():
+            name = cell_type.replace("/", "_")  # store names cannot hold "/"
+            store.add_graph(
+                name,
+                edges,
+                kind="consensus",
+                cell_type=cell_type,
+                params={**params, "report": report["cell_types"][cell_type]},
+                sources=sources,
+                overwrite=True,
+            )
+            report["cell_types"][cell_type]["graph"] = name
+        if keep_clusters:
+            for (cell_type, cluster), edges in clusters.items():
+                store.add_graph(
+                    f"{cell_type.replace('/', '_')}.cluster{cluster}",
+                    edges,
+                    kind="grn",
+                    cell_type=cell_type,
+                    params=params,
+                    sources=sources,
+                    overwrite=True,
+                )
+    finally:
+        if owned:
+            store.close()
+
+
+def format_report(report: dict) -> str:
+    """A readable summary of a ``celltype_networks`` report."""
+    qc = report["qc"]
+    lines = [
+        f"QC: {qc['input']} cells -> {qc['kept']} kept (below min counts {qc['below_min_counts']}, "
+        f"above max counts {qc['above_max_counts']}, outside middle fraction "
+        f"{qc['outside_middle_fraction']}, below min genes {qc['below_min_genes']})",
+        f"{report['regulators']} regulators, {report['genes']} genes",
+    ]
+    for cell_type, entry in report["cell_types"].items():
+        if "skipped" in entry:
+            lines.append(f"{cell_type}: {entry['cells']} cells, skipped ({entry['skipped']})")
+            continue
+        parts = []
+        for cluster, info in entry["clusters"].items():
+            if "edges" in info:
+                parts.append(
+                    f"{cluster}: {info['profiles']} profiles, {info['edges']} edges"
+                    + (" (resumed)" if info["status"] == "resumed" else "")
+                )
+            else:
+                parts.append(f"{cluster}: {info['cells']} cells, {info['status']}")
+        note = f"; {entry['note']}" if "note" in entry else ""
+        lines.append(
+            f"{cell_type}: {entry['cells']} cells, {len(entry['clusters'])} clusters "
+            f"[{'; '.join(parts)}] -> consensus {entry.get('consensus_edges', 0)} edges{note}"
+        )
+    if "seconds" in report:
+        lines.append(f"time: {report['seconds']:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""The cell-type network pipeline: QC, consensus, end to end, resume, Dask, bad input."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import planted_network
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from netinfer import pipeline
+from netinfer.distributed import prepare_client
+from netinfer.io import InputError
+from netinfer.pipeline import celltype_networks, consensus, quality_control
+from netinfer.store import GraphStore
+
+FAST = dict(
+    min_counts=500,
+    max_counts=10**6,
+    trim=None,
+    min_genes=10,
+    min_cells=50,
+    resolution=0.5,
+    resamples=10,
+    seed=1,
+)
+
+
+def _typed_counts(n_per_type=240, seed=0):
+    """Two cell types sharing a planted network (type B's regulators shifted), as UMI counts."""
+    blocks, labels = [], []
+    for i, name in enumerate(["type A", "type B"]):
+        X, genes, regulators, truth = planted_network(
+            n_samples=n_per_type, n_genes=200, n_regulators=20, seed=seed
+        )
+        X[:, : len(regulators)] *= 1.5 if i else 1.0
+        blocks.append(X)
+        labels += [name] * n_per_type
+    expression = np.vstack(blocks)
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(expression / expression.sum(1, keepdims=True) * 20_000)
+    adata = ad.AnnData(counts.astype(np.float32), var=pd.DataFrame(index=genes))
+    adata.obs["cell_type"] = pd.Categorical(labels)
+    return adata, regulators, truth
+
+
+def test_quality_control_reports_each_rule():
+    totals = [50, 2000, 3000, 4000, 200_000, 5000, 6000, 7000, 8000, 9000]
+    X = np.zeros((10, 4))
+    X[:, 0] = totals
+    X[:, 1] = 1
+    X[3, 1:] = 0  # one expressed gene only
+    adata = ad.AnnData(X)
+    kept, report = quality_control(
+        adata, min_counts=1000, max_counts=100_000, trim=0.8, min_genes=2
+    )
+    assert report == {
+        "input": 10,
+        "below_min_counts": 1,
+        "above_max_counts": 1,
+        "outside_middle_fraction": 2,
+        "below_min_genes": 1,
+        "kept": 5,
+    }
+    assert kept.n_obs == 5
+    with pytest.warns(UserWarning, match="non-integer"):
+        quality_control(ad.AnnData(X + 0.5), min_counts=0, min_genes=0)
+
+
+def test_consensus_is_a_binomial_test_with_bh_over_all_pairs():
+    nets = [
+        pd.DataFrame({"regulator": ["A", "A", "B"], "target": ["X", "Y", "X"], "mi": [1, 2, 3.0]}),
+        pd.DataFrame({"regulator": ["A", "B"], "target": ["X", "Z"], "mi": [3, 1.0]}),
+        pd.DataFrame({"regulator": ["A"], "target": ["X"], "mi": [2.0]}),
+    ]
+    n_possible = 50
+    kept = consensus(nets, n_possible=n_possible, fdr=0.05)
+    density = np.mean([3, 2, 1]) / n_possible
+    p_ax = stats.binom.sf(2, 3, density)
+    q_all = multipletests(
+        [p_ax, *[stats.binom.sf(0, 3, density)] * 3, *[1.0] * 46], method="fdr_bh"
+    )[1]
+    assert kept[["regulator", "target"]].values.tolist() == [["A", "X"]]
+    row = kept.iloc[0]
+    assert row["count"] == 3 and row["mi"] == 2.0
+    assert row["pvalue"] == pytest.approx(p_ax) and row["qvalue"] == pytest.approx(q_all[0])
+
+
+def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
+    adata, regulators, truth = _typed_counts()
+    with GraphStore.create(tmp_path / "g.zarr") as store:
+        result = celltype_networks(
+            adata, regulators, store=store, cell_type_key="cell_type", **FAST
+        )
+        listing = store.list().set_index("name")
+        assert set(listing.index) == {"type A", "type B"}
+        assert (listing["kind"] == "consensus").all()
+        info = store.info("type A")
+        assert info["cell_type"] == "type A" and info["params"]["resamples"] == 10
+    consensus_types = []
+    for cell_type, edges in result.networks.items():
+        found = set(zip(edges["regulator"], edges["target"]))
+        hits = {e for e in found if e in truth or e[::-1] in truth}
+        assert len(found) >= 10 and len(hits) >= 0.9 * len(found), cell_type
+        entry = result.report["cell_types"][cell_type]
+        assert entry["consensus_edges"] == len(edges)
+        if "note" in entry:  # a single usable cluster: its network is kept, and said so
+            assert "one usable cluster" in entry["note"] and (edges["count"] == 1).all()
+        else:
+            assert (edges["qvalue"] <= 0.05).all() and (edges["count"] >= 2).all()
+            consensus_types.append(cell_type)
+    assert consensus_types  # at least one type went through the consensus test
+    assert result.report["qc"]["kept"] == adata.n_obs
+
+
+def test_resume_after_interruption_gives_the_same_result(tmp_path, monkeypatch):
+    adata, regulators, _ = _typed_counts()
+    reference = celltype_networks(adata, regulators, cell_type_key="cell_type", **FAST)
+    calls = {"n": 0}
+    original = pipeline.run_cluster_job
+
+    def killed_after_two(job):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("Ctrl-C")
+        return original(job)
+
+    monkeypatch.setattr(pipeline, "run_cluster_job", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        celltype_networks(adata, regulators, cell_type_key="cell_type", work_dir=tmp_path, **FAST)
+    assert len(list(tmp_path.iterdir())) == 2
+    monkeypatch.setattr(pipeline, "run_cluster_job", original)
+    resumed = celltype_networks(
+        adata, regulators, cell_type_key="cell_type", work_dir=tmp_path, **FAST
+    )
+    statuses = [
+        info["status"]
+        for entry in resumed.report["cell_types"].values()
+        for info in entry["clusters"].values()
+    ]
+    assert statuses.count("resumed") == 2 and statuses.count("done") >= 1
+    for cell_type, edges in reference.networks.items():
+        pd.testing.assert_frame_equal(resumed.networks[cell_type], edges)
+
+
+def test_dask_workers_give_the_same_networks():
+    adata, regulators, _ = _typed_counts()
+    local = celltype_networks(adata, regulators, cell_type_key="cell_type", **FAST)
+    client, close = prepare_client(workers=2, threads=1)
+    try:
+        remote = celltype_networks(
+            adata, regulators, cell_type_key="cell_type", client=client, **FAST
+        )
+    finally:
+        close()
+    for cell_type, edges in local.networks.items():
+        pd.testing.assert_frame_equal(remote.networks[cell_type], edges)
+
+
+def test_bad_input_and_small_types(tmp_path):
+    adata, regulators, _ = _typed_counts()
+    with pytest.raises(InputError, match="no obs column 'celltype'.*cell_type"):
+        celltype_networks(adata, regulators, cell_type_key="celltype", **FAST)
+    with pytest.raises(InputError, match="none of the 2 regulators"):
+        celltype_networks(adata, ["NOPE1", "NOPE2"], cell_type_key="cell_type", **FAST)
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
+    adata.obs.iloc[:20, 0] = "rare"
+    with pytest.warns(UserWarning, match="rare"):
+        result = celltype_networks(adata, regulators, cell_type_key="cell_type", **FAST)
+    assert "rare" not in result.networks
+    assert "fewer than min_cells" in result.report["cell_types"]["rare"]["skipped"]
+
+
+def test_without_cell_types_leiden_clusters_act_as_types():
+    adata, regulators, _ = _typed_counts()
+    result = celltype_networks(adata, regulators, **{**FAST, "resolution": 0.1})
+    assert result.networks and all(t.startswith("leiden_") for t in result.networks)
