@@ -13,10 +13,14 @@ counts -> QC and normalization -> Leiden clusters within each cell type -> ARACN
   the consensus across clusters, not the per-cluster p-values, carries the statistics.
 - **Per-cluster ARACNe** on at most ``max_cells`` profiles (a seeded sample); clusters under
   ``min_cells`` are skipped and recorded.
-- **Consensus**: an edge's recurrence k over a type's C cluster networks is tested against
-  Binomial(C, p), p = the cluster networks' mean edge density; Benjamini-Hochberg over all
-  regulator-target pairs (statsmodels); edges with q <= ``fdr`` are kept with k, p, q and their
-  mean MI. A type with one usable cluster keeps that cluster's network (and the report says so).
+- **Consensus**: an edge's recurrence k over a type's C cluster networks is tested against the
+  chance of recurring that often given each cluster network's edge density (a binomial test with
+  per-cluster densities: Poisson-binomial); Benjamini-Hochberg over all regulator-target pairs
+  (statsmodels); edges with q <= ``fdr`` are kept with k, p, q and their mean MI. A type with one
+  usable cluster keeps that cluster's network (and the report says so). With C clusters the
+  smallest p-value is the product of the densities, so two clusters of dense networks can leave
+  nothing significant: more clusters (a higher ``resolution``) or sparser networks help.
+- **Memory**: profiles stay sparse; only each job's at most ``max_cells`` rows are densified.
 
 Cluster jobs run in this process or on a Dask client. Each finished cluster network is written to
 ``work_dir`` under a key of its data and options, so a rerun after a crash skips it and ends with
@@ -38,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import stats
 from tqdm.auto import tqdm
 
 from netinfer.aracne import aracne
@@ -138,15 +141,37 @@ def quality_control(
     return adata[keep].copy(), report
 
 
-def normalize(counts) -> np.ndarray:
-    """log1p of counts scaled to 1e6 per cell (dense float64, cells x genes)."""
-    X = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
+def normalize(counts):
+    """log1p of counts scaled to 1e6 per cell (float64; sparse input stays sparse CSR)."""
+    if sp.issparse(counts):
+        X = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        totals[totals == 0] = 1.0
+        X = sp.csr_matrix(sp.diags(1e6 / totals) @ X)
+        X.data = np.log1p(X.data)
+        return X
+    X = np.asarray(counts, dtype=np.float64)
     totals = X.sum(axis=1, keepdims=True)
     totals[totals == 0] = 1.0
     return np.log1p(X / totals * 1e6)
 
 
-def leiden_clusters(profiles: np.ndarray, *, resolution: float, seed: int) -> np.ndarray:
+def _dense(X) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def pca_coordinates(profiles, *, seed: int, n_comps: int = 30) -> np.ndarray:
+    """PCA coordinates of normalized profiles (sparse or dense), seeded."""
+    import anndata as ad
+    import scanpy as sc
+
+    work = ad.AnnData(profiles.astype(np.float32))
+    n_comps = int(min(n_comps, profiles.shape[0] - 1, profiles.shape[1] - 1))
+    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
+    return work.obsm["X_pca"]
+
+
+def leiden_clusters(profiles, *, resolution: float, seed: int) -> np.ndarray:
     """Leiden clusters (leidenalg) of normalized profiles on a PCA neighbour graph, as strings.
 
     Clusters are numbered by decreasing size; the same seed gives the same clusters.
@@ -159,10 +184,8 @@ def leiden_clusters(profiles: np.ndarray, *, resolution: float, seed: int) -> np
     n_cells = profiles.shape[0]
     if n_cells < 10:
         return np.zeros(n_cells, dtype=int).astype(str)
-    work = ad.AnnData(profiles.astype(np.float32))
-    n_comps = int(min(30, n_cells - 1, profiles.shape[1] - 1))
-    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
-    sc.pp.neighbors(work, n_neighbors=min(15, n_cells - 1), random_state=seed)
+    work = ad.AnnData(obsm={"X_pca": pca_coordinates(profiles, seed=seed)})
+    sc.pp.neighbors(work, n_neighbors=min(15, n_cells - 1), use_rep="X_pca", random_state=seed)
     graph = work.obsp["connectivities"].tocoo()
     network = igraph.Graph(n=n_cells, edges=list(zip(graph.row, graph.col)), directed=True)
     partition = leidenalg.find_partition(
@@ -176,25 +199,42 @@ def leiden_clusters(profiles: np.ndarray, *, resolution: float, seed: int) -> np
     return np.asarray(partition.membership).astype(str)
 
 
-def pool_metacells(counts: np.ndarray, profiles: np.ndarray, k: int) -> np.ndarray:
-    """Each cell's counts summed with those of its k nearest neighbours (PCA of ``profiles``)."""
-    from sklearn.decomposition import PCA
+def pool_metacells(counts, coords: np.ndarray, rows: np.ndarray, k: int):
+    """Counts of the cells ``rows``, each summed with its k nearest neighbours among all cells.
+
+    Parameters
+    ----------
+    counts
+        Raw counts of a cluster's cells (sparse or dense).
+    coords
+        Their PCA coordinates.
+    rows
+        The cells to pool (positions in ``counts``).
+    k
+        Neighbours per cell (capped at the cluster size - 1).
+    """
     from sklearn.neighbors import NearestNeighbors
 
-    n_cells = counts.shape[0]
-    k = min(k, n_cells - 1)
+    k = min(k, counts.shape[0] - 1)
     if k < 1:
-        return counts
-    n_comps = int(min(30, n_cells - 1, profiles.shape[1]))
-    coords = PCA(n_components=n_comps, random_state=0).fit_transform(profiles)
-    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords)
-    return counts[neighbours].sum(axis=1)
+        return counts[rows]
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords[rows])
+    pooling = sp.csr_matrix(
+        (np.ones(neighbours.size), neighbours.ravel(), np.arange(0, neighbours.size + 1, k + 1)),
+        shape=(len(rows), counts.shape[0]),
+    )
+    return pooling @ counts
 
 
 def consensus(
     networks: Sequence[pd.DataFrame], *, n_possible: int, fdr: float = 0.05
 ) -> pd.DataFrame:
-    """Edges recurring across cluster networks more often than their density explains.
+    """Edges recurring across cluster networks more often than the networks' densities explain.
+
+    Under the null an edge is in cluster network c by chance with probability d_c, that network's
+    edge density (edges / ``n_possible``), independently across clusters, so its recurrence count
+    follows the Poisson-binomial distribution of (d_1, ..., d_C): the binomial test with each
+    cluster's own density, which matters when cluster networks differ in size.
 
     Parameters
     ----------
@@ -212,15 +252,18 @@ def consensus(
     """
     from statsmodels.stats.multitest import multipletests
 
-    n_networks = len(networks)
-    density = float(np.mean([len(net) for net in networks])) / n_possible
+    pmf = np.array([1.0])
+    for network in networks:
+        density = len(network) / n_possible
+        pmf = np.convolve(pmf, [1.0 - density, density])
+    at_least = np.cumsum(pmf[::-1])[::-1]  # at_least[k] = P(count >= k)
     pooled = pd.concat([net[["regulator", "target", "mi"]] for net in networks])
     edges = (
         pooled.groupby(["regulator", "target"], sort=True)["mi"]
         .agg(mi="mean", count="size")
         .reset_index()
     )
-    edges["pvalue"] = stats.binom.sf(edges["count"] - 1, n_networks, density)
+    edges["pvalue"] = at_least[edges["count"].to_numpy()]
     unseen = np.ones(max(0, n_possible - len(edges)))  # pairs never seen: p = 1, still tests
     qvalues = multipletests(np.concatenate([edges["pvalue"], unseen]), method="fdr_bh")[1]
     edges["qvalue"] = qvalues[: len(edges)]
@@ -352,7 +395,6 @@ def celltype_networks(
     options = {"resamples": resamples, "seed": seed, **(aracne_options or {})}
     if client is not None:
         options.setdefault("threads", 1)  # one job per worker thread
-    counts = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X, dtype=float)
 
     jobs, skipped = [], {}
     for cell_type in sorted(set(types)):
@@ -366,7 +408,7 @@ def celltype_networks(
             labels = np.zeros(members.size, dtype=int).astype(str)
         else:
             labels = leiden_clusters(profiles[members], resolution=resolution, seed=seed)
-        for cluster in sorted(set(labels), key=lambda c: (len(c), c)):
+        for cluster in sorted(map(str, set(labels)), key=lambda c: (len(c), c)):
             idx = members[labels == cluster]
             info = entry["clusters"][cluster] = {"cells": int(idx.size)}
             if idx.size < min_cells:
@@ -374,12 +416,15 @@ def celltype_networks(
                 continue
             stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
             rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+            rows = np.arange(idx.size)
             if idx.size > max_cells:
-                idx = np.sort(rng.choice(idx, size=max_cells, replace=False))
-            X = profiles[idx]
-            if metacells:
-                X = normalize(pool_metacells(counts[idx], profiles[idx], metacells))
-            info["profiles"] = int(idx.size)
+                rows = np.sort(rng.choice(idx.size, size=max_cells, replace=False))
+            if metacells:  # pool with neighbours from the whole cluster, not only the sample
+                coords = pca_coordinates(profiles[idx], seed=seed)
+                X = _dense(normalize(pool_metacells(cells.X[idx], coords, rows, metacells)))
+            else:
+                X = _dense(profiles[idx[rows]])
+            info["profiles"] = int(rows.size)
             jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
     if skipped:
         warnings.warn(

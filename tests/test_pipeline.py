@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from conftest import planted_network
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -69,7 +72,7 @@ def test_quality_control_reports_each_rule():
         quality_control(ad.AnnData(X + 0.5), min_counts=0, min_genes=0)
 
 
-def test_consensus_is_a_binomial_test_with_bh_over_all_pairs():
+def test_consensus_tests_recurrence_against_each_clusters_density():
     nets = [
         pd.DataFrame({"regulator": ["A", "A", "B"], "target": ["X", "Y", "X"], "mi": [1, 2, 3.0]}),
         pd.DataFrame({"regulator": ["A", "B"], "target": ["X", "Z"], "mi": [3, 1.0]}),
@@ -77,15 +80,24 @@ def test_consensus_is_a_binomial_test_with_bh_over_all_pairs():
     ]
     n_possible = 50
     kept = consensus(nets, n_possible=n_possible, fdr=0.05)
-    density = np.mean([3, 2, 1]) / n_possible
-    p_ax = stats.binom.sf(2, 3, density)
-    q_all = multipletests(
-        [p_ax, *[stats.binom.sf(0, 3, density)] * 3, *[1.0] * 46], method="fdr_bh"
-    )[1]
+    densities = [3 / 50, 2 / 50, 1 / 50]
+
+    def at_least(k):  # enumerate which clusters hold the edge by chance
+        total = 0.0
+        for chosen in itertools.product([0, 1], repeat=3):
+            if sum(chosen) >= k:
+                total += np.prod([d if c else 1 - d for d, c in zip(densities, chosen)])
+        return total
+
+    p_ax = at_least(3)
+    q_all = multipletests([p_ax, *[at_least(1)] * 3, *[1.0] * 46], method="fdr_bh")[1]
     assert kept[["regulator", "target"]].values.tolist() == [["A", "X"]]
     row = kept.iloc[0]
     assert row["count"] == 3 and row["mi"] == 2.0
     assert row["pvalue"] == pytest.approx(p_ax) and row["qvalue"] == pytest.approx(q_all[0])
+    same_size = [nets[0], nets[0].iloc[::-1], nets[0]]  # equal densities: the binomial test
+    kept = consensus(same_size, n_possible=n_possible, fdr=0.5)
+    assert kept["pvalue"].iloc[0] == pytest.approx(stats.binom.sf(2, 3, 3 / 50))
 
 
 def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
@@ -177,3 +189,24 @@ def test_without_cell_types_leiden_clusters_act_as_types():
     adata, regulators, _ = _typed_counts()
     result = celltype_networks(adata, regulators, **{**FAST, "resolution": 0.1})
     assert result.networks and all(t.startswith("leiden_") for t in result.networks)
+
+
+def test_metacells_pool_each_cell_with_its_nearest_neighbours_in_the_cluster():
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(3, size=(40, 6)).astype(float))
+    coords = rng.normal(size=(40, 3))
+    rows = np.array([0, 7, 39])
+    pooled = pipeline.pool_metacells(counts, coords, rows, 4)
+    for out, row in zip(pooled.toarray(), rows):
+        nearest = np.argsort(np.linalg.norm(coords - coords[row], axis=1))[:5]  # itself + 4
+        np.testing.assert_array_equal(out, counts[nearest].toarray().sum(axis=0))
+
+
+def test_sparse_counts_and_metacells_run_end_to_end():
+    adata, regulators, _ = _typed_counts()
+    adata.X = sp.csr_matrix(adata.X)
+    result = celltype_networks(
+        adata, regulators, cell_type_key="cell_type", **{**FAST, "metacells": 5}
+    )
+    assert set(result.networks) == {"type A", "type B"}
+    assert all(len(edges) > 0 for edges in result.networks.values())
