@@ -402,7 +402,7 @@ def celltype_networks(
         entry = report["cell_types"][cell_type] = {"cells": int(members.size), "clusters": {}}
         if members.size < min_cells:
             entry["skipped"] = f"{members.size} cells, fewer than min_cells={min_cells}"
-            skipped[cell_type] = entry["skipped"]
+            skipped[cell_type] = f"{members.size} cells"
             continue
         if members.size < 2 * min_cells:  # splitting could only leave clusters under min_cells
             labels = np.zeros(members.size, dtype=int).astype(str)
@@ -413,6 +413,7 @@ def celltype_networks(
             info = entry["clusters"][cluster] = {"cells": int(idx.size)}
             if idx.size < min_cells:
                 info["status"] = f"skipped: fewer than min_cells={min_cells}"
+                skipped[f"{cell_type}, cluster {cluster}"] = f"{idx.size} cells"
                 continue
             stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
             rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
@@ -428,8 +429,8 @@ def celltype_networks(
             jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
     if skipped:
         warnings.warn(
-            f"skipped {len(skipped)} cell type(s) with too few cells: "
-            + "; ".join(f"{t} ({why})" for t, why in skipped.items()),
+            f"skipped {len(skipped)} cell type(s) or cluster(s) with fewer than min_cells="
+            f"{min_cells} cells: " + "; ".join(f"{t} ({why})" for t, why in skipped.items()),
             UserWarning,
             stacklevel=2,
         )

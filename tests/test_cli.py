@@ -261,6 +261,7 @@ def test_aracne_needs_an_output(files, capsys):
     assert "--output" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:skipped .* min_cells:UserWarning")
 def test_celltype_networks_command(tmp_path, capsys):
     from test_pipeline import _typed_counts
 

@@ -19,6 +19,9 @@ from netinfer.io import InputError
 from netinfer.pipeline import celltype_networks, consensus, quality_control
 from netinfer.store import GraphStore
 
+# the small simulated types leave one Leiden cluster under min_cells: warned about, expected here
+pytestmark = pytest.mark.filterwarnings("ignore:skipped .* min_cells:UserWarning")
+
 FAST = dict(
     min_counts=500,
     max_counts=10**6,
@@ -210,3 +213,27 @@ def test_sparse_counts_and_metacells_run_end_to_end():
     )
     assert set(result.networks) == {"type A", "type B"}
     assert all(len(edges) > 0 for edges in result.networks.values())
+
+
+def test_bundled_pbmc68k_counts_with_bulk_labels():
+    from netinfer.datasets import human_tfs, pbmc68k_counts
+
+    with pytest.warns(UserWarning, match="CD34"):  # 13 cells: skipped, and said so
+        result = celltype_networks(
+            pbmc68k_counts(),
+            human_tfs(),
+            cell_type_key="bulk_labels",
+            min_counts=100,
+            min_genes=50,
+            trim=None,
+            min_cells=30,
+            resolution=0.5,
+            metacells=5,
+            resamples=10,
+        )
+    report = result.report
+    assert report["qc"]["kept"] == 700 and len(report["cell_types"]) == 10
+    assert "skipped" in report["cell_types"]["CD34+"]
+    assert sum(len(edges) for edges in result.networks.values()) > 20
+    monocytes = set(result.networks["CD14+ Monocyte"]["regulator"])
+    assert monocytes & {"SPI1", "IRF8", "KLF6", "CEBPB", "CEBPD", "FLI1"}  # myeloid regulators
