@@ -60,6 +60,7 @@ from simulate import (  # noqa: E402
     candidate_keys,
     edge_key,
     edge_keys,
+    f3,
     markdown_table,
     network_stats,
     precision_recall,
@@ -287,10 +288,10 @@ def format_report(results: Sequence[tuple[dict, list]], impl: str) -> str:
     overall = [
         {
             "method": m,
-            "P": _f3(v.precision),
-            "R": _f3(v.recall),
-            "F1": _f3(v.f1),
-            "AUPR": _f3(v.aupr),
+            "P": f3(v.precision),
+            "R": f3(v.recall),
+            "F1": f3(v.f1),
+            "AUPR": f3(v.aupr),
             "s": f"{v.seconds:.1f}",
         }
         for m, v in mean.iterrows()
@@ -304,21 +305,16 @@ def format_report(results: Sequence[tuple[dict, list]], impl: str) -> str:
     return "\n".join(lines)
 
 
-def _f3(v: float) -> str:
-    """Three decimals, ``-`` for NaN (e.g. precision of an empty edge set)."""
-    return "-" if v != v else f"{v:.3f}"
-
-
 def _fmt(r: dict) -> dict:
     """Format one metrics row for display."""
     return {
         "method": r["method"],
         "edges": r["edges"],
         "TP": r["tp"],
-        "P": _f3(r["precision"]),
-        "R": _f3(r["recall"]),
-        "F1": _f3(r["f1"]),
-        "AUPR": _f3(r["aupr"]),
+        "P": f3(r["precision"]),
+        "R": f3(r["recall"]),
+        "F1": f3(r["f1"]),
+        "AUPR": f3(r["aupr"]),
         "s": f"{r['seconds']:.1f}",
         "ranking": r["ranking"],
     }

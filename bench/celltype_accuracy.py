@@ -68,6 +68,7 @@ from simulate import (  # noqa: E402
     aupr,
     candidate_keys,
     edge_keys,
+    f3,
     markdown_table,
     normalize_log1p,
     precision_recall,
@@ -264,11 +265,6 @@ def evaluate(scenario: str, data: CellTypeData, metacells: int | None) -> tuple[
     return rows, info
 
 
-def _f3(v: float) -> str:
-    """Three decimals, ``-`` for NaN."""
-    return "-" if v != v else f"{v:.3f}"
-
-
 def _fmt(r: dict) -> dict:
     """Format one metrics row for display."""
     return {
@@ -276,10 +272,10 @@ def _fmt(r: dict) -> dict:
         "method": r["method"],
         "edges": r["edges"],
         "TP": r["tp"],
-        "P": _f3(r["precision"]),
-        "R": _f3(r["recall"]),
-        "F1": _f3(r["f1"]),
-        "AUPR": _f3(r["aupr"]),
+        "P": f3(r["precision"]),
+        "R": f3(r["recall"]),
+        "F1": f3(r["f1"]),
+        "AUPR": f3(r["aupr"]),
         "s": "-" if r["seconds"] != r["seconds"] else f"{r['seconds']:.1f}",
         "cut": r["cut"],
     }
@@ -357,10 +353,10 @@ def format_report(results: dict, args) -> str:
                     {
                         "method": m,
                         "edges": f"{v.edges:.1f}",
-                        "P": _f3(v.precision),
-                        "R": _f3(v.recall),
-                        "F1": _f3(v.f1),
-                        "AUPR": _f3(v.aupr),
+                        "P": f3(v.precision),
+                        "R": f3(v.recall),
+                        "F1": f3(v.f1),
+                        "AUPR": f3(v.aupr),
                     }
                     for m, v in mean.iterrows()
                 ]

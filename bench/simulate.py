@@ -690,6 +690,11 @@ def network_stats(genes, regulators, truth) -> dict:
     )
 
 
+def f3(v: float) -> str:
+    """Three decimals, ``-`` for NaN (e.g. precision of an empty edge set)."""
+    return "-" if v != v else f"{v:.3f}"
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """Format a list of dicts (same keys) as an aligned markdown pipe table.
 
