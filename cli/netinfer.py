@@ -188,7 +188,49 @@ def _parser() -> argparse.ArgumentParser:
     _store_parsers(commands)
     _ppi_parsers(commands)
     _celltype_parser(commands)
+    _integrate_parser(commands)
     return parser
+
+
+def _integrate_parser(commands) -> None:
+    run = commands.add_parser(
+        "integrate",
+        help="a graph for every query cell from the cell-type networks, without its label",
+        description="Give each query cell a regulatory graph: a kNN classifier fitted on the "
+        "reference cells (PCA of their normalized expression) gives the cell a posterior w over "
+        "cell types; an edge is in the cell's graph when sum_c w_c Pr(e not in G_c) <= alpha. "
+        "The query's labels are never read. Distinct graphs are stored once, with a cell -> "
+        "graph assignment.",
+    )
+    run.add_argument("query", metavar="QUERY.h5ad", help="counts of the cells to give graphs to")
+    run.add_argument(
+        "--reference",
+        required=True,
+        metavar="TRAIN.h5ad",
+        help="counts of the training cells, with their cell types",
+    )
+    run.add_argument("--cell-type-key", required=True, metavar="KEY")
+    run.add_argument(
+        "--store",
+        required=True,
+        metavar="STORE",
+        help="graph store with the cell-type consensus networks",
+    )
+    run.add_argument("--k", type=int, default=15, help="neighbours (default: 15)")
+    run.add_argument("--alpha", type=float, default=0.05, help="false-edge level (default: 0.05)")
+    run.add_argument("--n-pcs", type=int, default=50, help="PCA components (default: 50)")
+    run.add_argument(
+        "--name", default="integrated", help="assignment name in the store (default: integrated)"
+    )
+    run.add_argument("--layer", metavar="L", help="layer holding the counts in both files")
+    run.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="stop if fewer reference genes are in the query (default: 0.5)",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace an earlier integration")
+    run.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
 def _celltype_parser(commands) -> None:
@@ -518,23 +560,75 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
-def _celltype_command(args: argparse.Namespace, console: Console) -> None:
+def _read_counts(path: str, layer: str | None):
+    """An h5ad's counts (X or a layer) with a clear error for a missing file or layer."""
     import os
 
     import anndata
 
+    from netinfer.io import InputError
+
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    adata = anndata.read_h5ad(path)
+    if layer is not None:
+        if layer not in adata.layers:
+            layers = ", ".join(adata.layers) or "none"
+            raise InputError(f"{path}: no layer {layer!r}; layers: {layers}")
+        adata.X = adata.layers[layer]
+    return adata
+
+
+def _integrate_command(args: argparse.Namespace, console: Console) -> None:
+    from netinfer.integrate import integrate
+    from netinfer.store import GraphStore
+
+    query = _read_counts(args.query, args.layer)
+    reference = _read_counts(args.reference, args.layer)
+    with GraphStore.open(args.store, mode="a") as store:
+        result = integrate(
+            query,
+            reference,
+            store,
+            cell_type_key=args.cell_type_key,
+            k=args.k,
+            alpha=args.alpha,
+            n_pcs=args.n_pcs,
+            name=args.name,
+            min_overlap=args.min_overlap,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    summary = result.summary
+    accuracy = summary["knn_heldout_accuracy"]
+    table = Table(title="integration", show_header=False)
+    for label, value in (
+        ("query cells", f"{summary['query_cells']:,}"),
+        (
+            "reference cells",
+            f"{summary['reference_cells']:,} in {len(summary['cell_types'])} types",
+        ),
+        ("shared genes", f"{summary['shared_genes']:,} ({summary['gene_overlap']:.0%})"),
+        ("kNN accuracy", "n/a" if accuracy is None else f"{accuracy:.3f} (held-out reference)"),
+        (
+            "distinct graphs",
+            f"{summary['distinct_graphs']:,} ({summary['distinct_weights']:,} distinct posteriors)",
+        ),
+        ("mean edges per cell", f"{summary['mean_edges_per_cell']:.1f}"),
+        ("stored as", f"{args.store}: assignment {args.name!r}"),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _celltype_command(args: argparse.Namespace, console: Console) -> None:
+    import os
+
     from netinfer import distributed
-    from netinfer.io import InputError, atomic_write, read_regulators
+    from netinfer.io import atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
 
-    if not os.path.exists(args.counts):
-        raise InputError(f"{args.counts}: no such file")
-    adata = anndata.read_h5ad(args.counts)
-    if args.layer is not None:
-        if args.layer not in adata.layers:
-            layers = ", ".join(adata.layers) or "none"
-            raise InputError(f"{args.counts}: no layer {args.layer!r}; layers: {layers}")
-        adata.X = adata.layers[args.layer]
+    adata = _read_counts(args.counts, args.layer)
     regulators = read_regulators(args.regulators, genes=adata.var_names)
     store_path = args.store.rstrip("/")
     workers = args.workers if args.scheduler is None else None
@@ -597,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 _ppi_command(args, console)
             elif args.command == "celltype-networks":
                 _celltype_command(args, console)
+            elif args.command == "integrate":
+                _integrate_command(args, console)
             else:
                 from netinfer.datasets import write_example
 

@@ -130,14 +130,20 @@ class AracneResult:
         ``log_p`` (natural log of ``pvalue``); with ``full_output`` every pair and a
         ``significant`` column. Sorted by MI, largest first.
     summary
-        Run figures: genes, samples, regulators, threshold, edges per resample, final edges, time.
+        Run figures: genes, samples, regulators, threshold, edges per resample, final edges,
+        ``tested_pairs`` (regulators x (genes - 1)), time.
     settings
         The options of the run.
+    recurrence
+        Every pair seen in at least one resampled network, significant or not: ``regulator``,
+        ``target``, ``count`` (resamples containing it). The evidence for posteriors over edges
+        (``netinfer.pipeline``).
     """
 
     edges: pd.DataFrame
     summary: dict
     settings: dict = field(default_factory=dict)
+    recurrence: pd.DataFrame | None = None
 
 
 def _resample_network(
@@ -350,6 +356,17 @@ def aracne(
                     client, _resample_network, runs, broadcast=broadcast, on_done=bar.update
                 )
         edges = _final_edges(X, genes, reg_cols, networks, settings, null, full_output)
+        seen, seen_count = np.unique(
+            np.concatenate([net.edge_ids for net in networks]), return_counts=True
+        )
+        seen_reg, seen_gene = np.divmod(seen, n_genes)
+        recurrence = pd.DataFrame(
+            {
+                "regulator": genes[reg_cols[seen_reg]].astype(str),
+                "target": genes[seen_gene].astype(str),
+                "count": seen_count.astype(np.int64),
+            }
+        )
     finally:
         numba.set_num_threads(previous_threads)
 
@@ -364,9 +381,12 @@ def aracne(
         "null_pairs": int(null.values.size),
         "edges_per_resample": [int(net.edge_ids.size) for net in networks],
         "final_edges": int(edges["significant"].sum()) if full_output else int(len(edges)),
+        "tested_pairs": int(reg_cols.size * (n_genes - 1)),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return AracneResult(edges=edges, summary=summary, settings=asdict(settings))
+    return AracneResult(
+        edges=edges, summary=summary, settings=asdict(settings), recurrence=recurrence
+    )
 
 
 def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> pd.DataFrame:

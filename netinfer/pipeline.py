@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from netinfer.aracne import aracne
+from netinfer.integrate import exclusion_probabilities
 from netinfer.io import InputError, atomic_write
 
 CLUSTER_KEY = "netinfer_cluster"
@@ -78,6 +79,7 @@ class ClusterJob:
         digest.update("\n".join(map(str, self.genes)).encode())
         digest.update("\n".join(self.regulators).encode())
         digest.update(json.dumps(self.options, sort_keys=True, default=str).encode())
+        digest.update(b"cluster job v2: edges and recurrence")
         return digest.hexdigest()[:16]
 
 
@@ -156,7 +158,8 @@ def normalize(counts):
     return np.log1p(X / totals * 1e6)
 
 
-def _dense(X) -> np.ndarray:
+def to_dense(X) -> np.ndarray:
+    """A dense array of a sparse or dense matrix."""
     return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
@@ -271,12 +274,15 @@ def consensus(
     return kept.sort_values(["count", "mi"], ascending=False).reset_index(drop=True)
 
 
-def run_cluster_job(job: ClusterJob) -> pd.DataFrame:
-    """ARACNe on one cluster's profiles (a plain function: runs here or on a Dask worker)."""
+def run_cluster_job(job: ClusterJob) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ARACNe on one cluster's profiles: its network and the recurrence of every pair it saw.
+
+    A plain function of its argument: it runs here or on a Dask worker.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent regulators / constant genes
         result = aracne(job.X, job.genes, list(job.regulators), **job.options)
-    return result.edges
+    return result.edges, result.recurrence
 
 
 def _save_edges(edges: pd.DataFrame, path: Path) -> None:
@@ -422,9 +428,9 @@ def celltype_networks(
                 rows = np.sort(rng.choice(idx.size, size=max_cells, replace=False))
             if metacells:  # pool with neighbours from the whole cluster, not only the sample
                 coords = pca_coordinates(profiles[idx], seed=seed)
-                X = _dense(normalize(pool_metacells(cells.X[idx], coords, rows, metacells)))
+                X = to_dense(normalize(pool_metacells(cells.X[idx], coords, rows, metacells)))
             else:
-                X = _dense(profiles[idx[rows]])
+                X = to_dense(profiles[idx[rows]])
             info["profiles"] = int(rows.size)
             jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
     if skipped:
@@ -438,16 +444,18 @@ def celltype_networks(
     cluster_networks = _run_jobs(jobs, client=client, work_dir=work_dir, progress=progress)
     networks = {}
     n_possible = len(present) * (len(genes) - 1)
+    runs_per_cluster = max(1, options["resamples"])
     for job in jobs:
         info = report["cell_types"][job.cell_type]["clusters"][job.cluster]
         info["edges"] = int(len(cluster_networks[(job.cell_type, job.cluster)][0]))
-        info["status"] = cluster_networks[(job.cell_type, job.cluster)][1]
+        info["status"] = cluster_networks[(job.cell_type, job.cluster)][2]
     for cell_type, entry in report["cell_types"].items():
-        nets = [
-            cluster_networks[(cell_type, c)][0]
+        outputs = [
+            cluster_networks[(cell_type, c)]
             for c in entry["clusters"]
             if (cell_type, c) in cluster_networks
         ]
+        nets = [output[0] for output in outputs]
         if not nets:
             entry.setdefault("skipped", "no cluster with enough cells")
             continue
@@ -459,7 +467,20 @@ def celltype_networks(
             entry["note"] = "one usable cluster: its network is kept as the consensus"
         else:
             networks[cell_type] = consensus(nets, n_possible=n_possible, fdr=fdr)
+        exclusion, mixture = exclusion_probabilities(
+            networks[cell_type],
+            [output[1] for output in outputs],
+            n_trials=runs_per_cluster * len(outputs),
+            n_pairs=n_possible,
+        )
+        networks[cell_type]["exclusion"] = exclusion
         entry["consensus_edges"] = int(len(networks[cell_type]))
+        entry["recurrence_mixture"] = {
+            "n_trials": mixture.n_trials,
+            "pi0": mixture.pi0,
+            "p0": mixture.p0,
+            "p1": mixture.p1,
+        }
     clusters = {key: value[0] for key, value in cluster_networks.items()}
     if store is not None:
         params = {
@@ -493,8 +514,9 @@ def _run_jobs(jobs, *, client, work_dir, progress) -> dict:
             if folder
             else None
         )
-        if path is not None and path.exists():
-            results[(job.cell_type, job.cluster)] = (_load_edges(path), "resumed")
+        if path is not None and path.exists():  # written last, so its twin is complete
+            seen = _load_edges(path.with_name(path.name.replace(".tsv.gz", ".seen.tsv.gz")))
+            results[(job.cell_type, job.cluster)] = (_load_edges(path), seen, "resumed")
         else:
             todo.append((job, path))
     bar = tqdm(
@@ -505,11 +527,13 @@ def _run_jobs(jobs, *, client, work_dir, progress) -> dict:
         disable=not progress,
     )
 
-    def finish(job, path, edges) -> None:
-        if path is not None:
+    def finish(job, path, output) -> None:
+        edges, seen = output
+        if path is not None:  # atomic writes, the network last: a killed run leaves no half
             path.parent.mkdir(parents=True, exist_ok=True)
-            _save_edges(edges, path)  # atomic: a killed run never leaves a partial file
-        results[(job.cell_type, job.cluster)] = (edges, "done")
+            _save_edges(seen, path.with_name(path.name.replace(".tsv.gz", ".seen.tsv.gz")))
+            _save_edges(edges, path)
+        results[(job.cell_type, job.cluster)] = (edges, seen, "done")
         bar.update()
 
     with bar:

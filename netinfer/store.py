@@ -516,6 +516,96 @@ class GraphStore:
         """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source)."""
         self.add_graph(name, read_network(path), kind=kind, sources=[path], **options)
 
+    def add_assignment(
+        self,
+        name: str,
+        *,
+        cells: Sequence[str],
+        graphs: Sequence[str],
+        graph_index: np.ndarray,
+        weights: np.ndarray,
+        cell_types: Sequence[str],
+        params: dict | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Record which stored graph each cell uses (published atomically, like graphs).
+
+        Parameters
+        ----------
+        name
+            Name of the assignment (e.g. the query data set).
+        cells
+            Cell ids.
+        graphs
+            Names of the stored graphs the cells use.
+        graph_index
+            For each cell, the position of its graph in ``graphs``.
+        weights
+            Cells x cell types: each cell's posterior over ``cell_types``.
+        cell_types
+            Column names of ``weights``.
+        params
+            How the assignment was made (JSON-serializable).
+        overwrite
+            Replace an assignment of the same name.
+        """
+        self._require_writable()
+        assignments = dict(self._root.get("assignments", {}))
+        if name in assignments and not overwrite:
+            raise StoreError(
+                f"{self.url}: an assignment named {name!r} exists; pass overwrite=True"
+            )
+        missing = [g for g in graphs if g not in self]
+        if missing:
+            raise StoreError(f"{self.url}: the assignment uses unknown graphs: {missing[:5]}")
+        graph_index = np.asarray(graph_index, dtype=np.int32)
+        weights = np.asarray(weights, dtype=np.float32)
+        if graph_index.shape != (len(cells),) or weights.shape != (len(cells), len(cell_types)):
+            raise ValueError("graph_index and weights must have one row per cell")
+        key = uuid.uuid4().hex
+        group = self._group.create_group(f"assignments/{key}")
+        arrays = {
+            "cells": np.asarray(cells, dtype=str),
+            "graphs": np.asarray(graphs, dtype=str),
+            "graph_index": graph_index,
+            "weights": weights,
+            "cell_types": np.asarray(cell_types, dtype=str),
+        }
+        for path, values in arrays.items():
+            chunks = (max(1, min(CHUNK, values.shape[0])),) + values.shape[1:]
+            dtype = str if values.dtype.kind == "U" else values.dtype
+            array = group.create_array(path, shape=values.shape, dtype=dtype, chunks=chunks)
+            if values.size:
+                array[:] = values
+        group.attrs.update(
+            {
+                "name": name,
+                "params": json.loads(json.dumps(params or {}, default=str)),
+                "tool_version": _tool_version(),
+                "created": _now(),
+            }
+        )
+        replaced = assignments.get(name)
+        assignments[name] = key
+        self._update_root(assignments=assignments)
+        if replaced is not None:
+            del self._group[f"assignments/{replaced}"]
+
+    def get_assignment(self, name: str) -> dict:
+        """An assignment: ``cells``, ``graphs``, ``graph_index``, ``weights``, ``cell_types``,
+        ``meta`` (``graphs[graph_index[i]]`` is cell i's graph)."""
+        assignments = self._root.get("assignments", {})
+        if name not in assignments:
+            known = ", ".join(sorted(assignments)) or "none"
+            raise StoreError(f"{self.url}: no assignment named {name!r} (assignments: {known})")
+        group = self._group[f"assignments/{assignments[name]}"]
+        result = {
+            key: group[key][:]
+            for key in ("cells", "graphs", "graph_index", "weights", "cell_types")
+        }
+        result["meta"] = group.attrs.asdict()
+        return result
+
     def remove(self, name: str) -> None:
         """Remove a graph: unpublished first, then its data deleted."""
         self._require_writable()
@@ -680,6 +770,11 @@ class GraphStore:
         for key in set(self._group["graphs"].group_keys()) - referenced:
             del self._group[f"graphs/{key}"]
             removed.append(f"graphs/{key}")
+        live = set(self._root.get("assignments", {}).values())
+        if "assignments" in self._group:
+            for key in set(self._group["assignments"].group_keys()) - live:
+                del self._group[f"assignments/{key}"]
+                removed.append(f"assignments/{key}")
         for key in set(self._group["vocab"].group_keys()) - {self._root["vocab"]}:
             del self._group[f"vocab/{key}"]
             removed.append(f"vocab/{key}")

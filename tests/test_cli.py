@@ -302,10 +302,73 @@ def test_celltype_networks_command(tmp_path, capsys):
     assert "QC: 480 cells -> 480 kept" in err and "consensus" in err
     report = json.loads((tmp_path / "graphs.zarr.report.json").read_text())
     assert set(report["cell_types"]) == {"type A", "type B"}
-    assert len(list((tmp_path / "graphs.zarr.work").iterdir())) == 3  # finished cluster networks
+    finished = list((tmp_path / "graphs.zarr.work").glob("*[0-9a-f].tsv.gz"))
+    assert len(finished) == 3  # the finished cluster networks
     with GraphStore.open(store) as reader:
         listing = reader.list().set_index("name")
     assert set(listing.index) == {"type A", "type B"} and (listing["edges"] > 0).all()
     missing = [*args[:3], "celltype", *args[4:]]
     assert cli.main(missing) == 2
     assert "no obs column 'celltype'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:skipped .* min_cells:UserWarning")
+def test_integrate_command(tmp_path, capsys):
+    from test_pipeline import _typed_counts
+
+    adata, regulators, _ = _typed_counts(shift=6.0)
+    is_query = np.random.default_rng(0).random(adata.n_obs) < 0.25
+    adata[~is_query].copy().write_h5ad(tmp_path / "train.h5ad")
+    query = adata[is_query].copy()
+    del query.obs["cell_type"]
+    query.write_h5ad(tmp_path / "query.h5ad")
+    (tmp_path / "tfs.txt").write_text("\n".join(regulators) + "\n")
+    store = str(tmp_path / "graphs.zarr")
+    build = [
+        "celltype-networks",
+        str(tmp_path / "train.h5ad"),
+        "--cell-type-key",
+        "cell_type",
+        "--regulators",
+        str(tmp_path / "tfs.txt"),
+        "--store",
+        store,
+        "--min-counts",
+        "500",
+        "--min-genes",
+        "10",
+        "--trim",
+        "1",
+        "--min-cells",
+        "50",
+        "--resolution",
+        "0.5",
+        "--resamples",
+        "10",
+        "--workers",
+        "1",
+        "--seed",
+        "1",
+        "--quiet",
+    ]
+    assert cli.main(build) == 0
+    run = [
+        "integrate",
+        str(tmp_path / "query.h5ad"),
+        "--reference",
+        str(tmp_path / "train.h5ad"),
+        "--cell-type-key",
+        "cell_type",
+        "--store",
+        store,
+    ]
+    assert cli.main(run) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    for text in ("kNN accuracy", "distinct graphs", "mean edges per cell"):
+        assert text in err
+    with GraphStore.open(store) as reader:
+        assignment = reader.get_assignment("integrated")
+        assert len(assignment["cells"]) == is_query.sum()
+        assert all(name in reader for name in assignment["graphs"])
+    assert cli.main([*run, "--alpha", "1.5"]) == 2
+    assert "alpha must be in (0, 1)" in capsys.readouterr().err

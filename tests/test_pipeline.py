@@ -34,14 +34,14 @@ FAST = dict(
 )
 
 
-def _typed_counts(n_per_type=240, seed=0):
+def _typed_counts(n_per_type=240, seed=0, shift=1.5):
     """Two cell types sharing a planted network (type B's regulators shifted), as UMI counts."""
     blocks, labels = [], []
     for i, name in enumerate(["type A", "type B"]):
         X, genes, regulators, truth = planted_network(
             n_samples=n_per_type, n_genes=200, n_regulators=20, seed=seed
         )
-        X[:, : len(regulators)] *= 1.5 if i else 1.0
+        X[:, : len(regulators)] *= shift if i else 1.0
         blocks.append(X)
         labels += [name] * n_per_type
     expression = np.vstack(blocks)
@@ -145,7 +145,8 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_cluster_job", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
         celltype_networks(adata, regulators, cell_type_key="cell_type", work_dir=tmp_path, **FAST)
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.glob("*[0-9a-f].tsv.gz"))) == 2  # two finished cluster networks
+    assert len(list(tmp_path.glob("*.seen.tsv.gz"))) == 2  # with their recurrence evidence
     monkeypatch.setattr(pipeline, "run_cluster_job", original)
     resumed = celltype_networks(
         adata, regulators, cell_type_key="cell_type", work_dir=tmp_path, **FAST
