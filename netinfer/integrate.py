@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,38 +160,82 @@ class TypeNetworks:
         return cls(types, union[:, 0], union[:, 1], exclusion, member)
 
 
-def integrated_edges(
-    weights: np.ndarray, networks: TypeNetworks, *, alpha: float = 0.05, batch: int = 256
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each row of ``weights`` (posteriors over ``networks.types``), its graph's edges.
+def integrated_graphs(
+    counts: np.ndarray,
+    networks: TypeNetworks,
+    *,
+    k: int,
+    alpha: float = 0.05,
+    add_graph: Callable[[np.ndarray], int] | None = None,
+    block: int = 64,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The graph of each posterior w = counts / k over ``networks.types`` (rows of ``counts``).
 
-    p(e) = sum_c w_c Pr(e not in G_c) = W X + (1 - W M) on the union of edges (1 elsewhere), so a
-    cell whose weight is all on type c gets exactly the edges of G_c with exclusion <= alpha.
+    p(e) = sum_c w_c Pr(e not in G_c) = w X + (1 - w M) on the union of edges (1 elsewhere); the
+    graph is {e : p(e) <= alpha}. Rows sharing the same support S (types with weight) share their
+    candidate edges: e can only pass if the types of S lacking it can weigh at most alpha, which
+    for alpha < 1/k leaves the intersection of S's networks. Each support's candidates are built
+    once as a small dense block, and all its rows are thresholded with one matrix product. A row
+    whose weight is all on type c gets exactly the edges of G_c with exclusion <= alpha.
+
+    Parameters
+    ----------
+    counts
+        Distinct rows of neighbour-type counts (rows x types), summing to ``k``.
+    networks
+        The cell-type networks.
+    k
+        Neighbours per cell.
+    alpha
+        False-edge level.
+    add_graph
+        Called with each new distinct graph (sorted union-edge indices), returning its index; by
+        default graphs are kept in the returned list. Give a store writer's ``add_graph`` to
+        stream them to disk instead (memory then stays bounded).
+    block
+        Rows thresholded per matrix product.
 
     Returns
     -------
-    Per row: the union-edge positions in the graph and their p.
+    For each row, the index of its graph; and the distinct graphs (empty when ``add_graph`` is
+    given).
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
-    graphs = []
-    for start in range(0, weights.shape[0], batch):
-        w = sp.csr_matrix(weights[start : start + batch])
-        excluded = (w @ networks.exclusion).tocsr()
-        covered = (w @ networks.member).tocsr()  # same sparsity pattern as ``excluded``
-        excluded.sort_indices()
-        covered.sort_indices()
-        for row in range(w.shape[0]):
-            lo, hi = covered.indptr[row], covered.indptr[row + 1]
-            edges = covered.indices[lo:hi]
-            p = np.zeros(edges.size)
-            # an edge may have exclusion 0 (stored as an explicit zero or dropped): align on index
-            e_lo, e_hi = excluded.indptr[row], excluded.indptr[row + 1]
-            p[np.searchsorted(edges, excluded.indices[e_lo:e_hi])] = excluded.data[e_lo:e_hi]
-            p += 1.0 - covered.data[lo:hi]
-            keep = p <= alpha
-            graphs.append((edges[keep], p[keep]))
-    return graphs
+    graph_of_row = np.empty(counts.shape[0], dtype=np.int64)
+    graphs: list[np.ndarray] = []
+    if add_graph is None:
+
+        def add_graph(edges: np.ndarray) -> int:
+            graphs.append(edges)
+            return len(graphs) - 1
+
+    seen: dict[bytes, int] = {}  # digest of (support, passing mask) -> graph index
+    groups: dict[tuple, list[int]] = {}
+    for row, support in enumerate(map(tuple, (counts > 0).astype(np.int8))):
+        groups.setdefault(support, []).append(row)
+    for support_mask, rows in groups.items():
+        support = np.flatnonzero(support_mask)
+        weights = counts[np.ix_(rows, support)] / k
+        member = networks.member[support]
+        columns = np.unique(member.indices)
+        present = member[:, columns].toarray()
+        lightest = weights.min(axis=0)
+        candidates = lightest @ (1.0 - present) <= alpha  # else some row could pass it
+        columns = columns[candidates]
+        present = present[:, candidates]
+        excluded = networks.exclusion[support][:, columns].toarray()
+        for start in range(0, len(rows), block):
+            w = weights[start : start + block]
+            passing = (w @ excluded + (1.0 - w @ present)) <= alpha
+            for offset, mask in enumerate(passing):
+                digest = hashlib.blake2b(bytes(support_mask), digest_size=16)
+                digest.update(np.packbits(mask).tobytes())
+                key = digest.digest()
+                if key not in seen:
+                    seen[key] = add_graph(columns[mask])
+                graph_of_row[rows[start + offset]] = seen[key]
+    return graph_of_row, graphs
 
 
 def knn_type_posterior(
@@ -218,13 +264,12 @@ def knn_type_posterior(
 
 @dataclass
 class IntegrationResult:
-    """Per-cell graphs of a query: ``graph_index[i]`` is cell i's position in ``graphs``."""
+    """Each query cell's posterior and graph index; the graphs themselves are in the store
+    (``GraphStore.get_assignment(name)``)."""
 
     types: list[str]
     weights: np.ndarray
     graph_index: np.ndarray
-    graphs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    graph_names: list[str]
     summary: dict
 
 
@@ -241,11 +286,13 @@ def _type_graphs(store, types: list[str]) -> dict[str, tuple[np.ndarray, np.ndar
             UserWarning,
             stacklevel=3,
         )
-    missing = [t for t in types if t not in by_type]
+    edges_of = dict(zip(listing["name"], listing["edges"]))
+    missing = [t for t in types if t not in by_type or edges_of[by_type[t]] == 0]
     if missing:
         warnings.warn(
-            f"{store.url}: no consensus network for {len(missing)} training cell type(s) "
-            f"({', '.join(missing[:5])}); cells near them get no edges from them",
+            f"{store.url}: no consensus network, or an empty one, for {len(missing)} training "
+            f"cell type(s) ({', '.join(missing[:5])}): weight on them removes every edge "
+            "(eq. 3 treats their edges as absent)",
             UserWarning,
             stacklevel=3,
         )
@@ -298,7 +345,7 @@ def integrate(
     n_pcs
         PCA components, fitted on the reference only.
     name
-        Name of the assignment in the store; the distinct graphs are ``<name>.<j>``.
+        Name of the assignment in the store (the distinct graphs are stored inside it).
     min_overlap
         Stop when fewer than this fraction of the reference genes are in the query.
     seed
@@ -308,8 +355,8 @@ def integrate(
 
     Returns
     -------
-    ``IntegrationResult``; the store gets the distinct graphs (kind ``integrated``) and the
-    assignment ``name`` (cells, graph index, weights, cell types).
+    ``IntegrationResult``; the store gets the assignment ``name``: the distinct graphs, each
+    cell's graph index, the weights and the cell types (``GraphStore.get_assignment``).
     """
     from sklearn.decomposition import PCA
 
@@ -334,7 +381,11 @@ def integrate(
     types = sorted(set(labels))
     ref = to_dense(normalize(reference[:, shared].X))
     n_comps = int(min(n_pcs, ref.shape[0] - 1, ref.shape[1]))
-    pca = PCA(n_components=n_comps, random_state=seed).fit(ref)
+
+    def fitted_pca(rows):
+        return PCA(n_components=min(n_comps, int(rows.sum()) - 1), random_state=seed).fit(ref[rows])
+
+    pca = fitted_pca(np.ones(len(labels), dtype=bool))
     ref_coords = pca.transform(ref)
     query_coords = (
         np.vstack(
@@ -347,12 +398,17 @@ def integrate(
         else np.empty((0, n_comps))
     )
 
-    # accuracy of the classifier on training cells it did not see
+    # accuracy of the classifier on training cells that neither its PCA nor its kNN saw
     held_out = np.random.default_rng(seed).random(len(labels)) < 0.2
     accuracy = None
-    if held_out.any() and (~held_out).sum() >= k:
+    if held_out.any() and (~held_out).sum() > max(k, 2):
+        split_pca = fitted_pca(~held_out)
         counts = knn_type_posterior(
-            ref_coords[~held_out], labels[~held_out], ref_coords[held_out], types=types, k=k
+            split_pca.transform(ref[~held_out]),
+            labels[~held_out],
+            split_pca.transform(ref[held_out]),
+            types=types,
+            k=k,
         )
         accuracy = float(np.mean(np.asarray(types)[counts.argmax(axis=1)] == labels[held_out]))
 
@@ -360,29 +416,18 @@ def integrate(
     distinct, cell_to_distinct = np.unique(counts, axis=0, return_inverse=True)
     cell_to_distinct = cell_to_distinct.ravel()
     networks = TypeNetworks.from_edges(_type_graphs(store, types))
-    per_weight = integrated_edges(distinct / k, networks, alpha=alpha)
+    writer = store.assignment_writer(name, overwrite=overwrite)
+    sizes = []
 
-    graphs, graph_of_weight, seen = [], np.empty(len(per_weight), dtype=np.int64), {}
-    for j, (edges, p) in enumerate(per_weight):
-        key = edges.tobytes() + p.tobytes()  # same edges from other weights carry other p
-        if key not in seen:
-            seen[key] = len(graphs)
-            graphs.append((networks.rows[edges], networks.cols[edges], p))
-        graph_of_weight[j] = seen[key]
+    def add_graph(edges: np.ndarray) -> int:
+        sizes.append(len(edges))
+        return writer.add_graph(edges)
+
+    graph_of_weight, _ = integrated_graphs(
+        distinct, networks, k=k, alpha=alpha, add_graph=add_graph
+    )
     graph_index = graph_of_weight[cell_to_distinct]
-
-    genes = store.genes
-    graph_names = [f"{name}.{j}" for j in range(len(graphs))]
-    for graph_name, (rows, cols, p) in zip(graph_names, graphs):
-        edges = pd.DataFrame({"regulator": genes[rows], "target": genes[cols], "exclusion": p})
-        store.add_graph(
-            graph_name,
-            edges,
-            kind="integrated",
-            weight="exclusion",
-            params={"assignment": name, "alpha": alpha},
-            overwrite=overwrite,
-        )
+    sizes = np.asarray(sizes, dtype=np.int64)
     summary = {
         "query_cells": int(query.n_obs),
         "reference_cells": int(reference.n_obs),
@@ -391,22 +436,19 @@ def integrate(
         "cell_types": types,
         "knn_heldout_accuracy": accuracy,
         "distinct_weights": int(len(distinct)),
-        "distinct_graphs": int(len(graphs)),
-        "mean_edges_per_cell": float(np.mean([len(graphs[g][0]) for g in graph_index]))
-        if len(graph_index)
-        else 0.0,
+        "distinct_graphs": int(len(sizes)),
+        "mean_edges_per_cell": float(sizes[graph_index].mean()) if len(graph_index) else 0.0,
         "k": k,
         "alpha": alpha,
         "n_pcs": n_comps,
     }
-    store.add_assignment(
-        name,
+    writer.publish(
         cells=query.obs_names.astype(str).to_numpy(),
-        graphs=graph_names,
         graph_index=graph_index,
         weights=counts / k,
         cell_types=types,
+        edge_rows=networks.rows,
+        edge_cols=networks.cols,
         params=summary,
-        overwrite=overwrite,
     )
-    return IntegrationResult(types, counts / k, graph_index, graphs, graph_names, summary)
+    return IntegrationResult(types, counts / k, graph_index, summary)

@@ -117,6 +117,166 @@ class Graph:
         return table
 
 
+@dataclass
+class Assignment:
+    """Per-cell graphs: cell i uses graph ``graph_index[i]``; ``graph(j)`` gives its edges."""
+
+    cells: np.ndarray
+    graph_index: np.ndarray
+    weights: np.ndarray
+    cell_types: np.ndarray
+    edge_rows: np.ndarray
+    edge_cols: np.ndarray
+    graph_offsets: np.ndarray
+    graph_edges: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_graphs(self) -> int:
+        return len(self.graph_offsets) - 1
+
+    def graph(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Graph j: source and target vocabulary indices of its edges."""
+        edges = self.graph_edges[self.graph_offsets[j] : self.graph_offsets[j + 1]]
+        return self.edge_rows[edges], self.edge_cols[edges]
+
+    def cell_graph(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph of cell i."""
+        return self.graph(int(self.graph_index[i]))
+
+
+class AssignmentWriter:
+    """Streams distinct graphs of an assignment into the store, then publishes it atomically.
+
+    Graph j is a list of indices into the edge list given to ``publish`` (``edge_rows`` ->
+    ``edge_cols``, vocabulary indices). Nothing is visible until ``publish``; an abandoned writer
+    leaves unreferenced data that ``GraphStore.cleanup`` removes.
+    """
+
+    def __init__(self, store: GraphStore, name: str):
+        self._store = store
+        self.name = name
+        self.key = uuid.uuid4().hex
+        self._group = store._group.create_group(f"assignments/{self.key}")
+        self._group.create_group("graphs")
+        self._edges = self._group.create_array(
+            "graphs/edges", shape=(0,), dtype=np.int32, chunks=(CHUNK,)
+        )
+        self._offsets = [0]
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self._largest_edge = -1  # checked at publish without reading the edges back
+
+    @property
+    def n_graphs(self) -> int:
+        return len(self._offsets) - 1
+
+    def add_graph(self, edges: np.ndarray) -> int:
+        """Append one graph (its edge indices); return its index j."""
+        self._buffer.append(np.asarray(edges, dtype=np.int32))
+        self._buffered += len(edges)
+        if len(edges):
+            self._largest_edge = max(self._largest_edge, int(self._buffer[-1].max()))
+        self._offsets.append(self._offsets[-1] + len(edges))
+        if self._buffered >= 4 * CHUNK:
+            self._flush()
+        return self.n_graphs - 1
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._edges.append(np.concatenate(self._buffer))
+            self._buffer, self._buffered = [], 0
+
+    def publish(
+        self,
+        *,
+        cells: Sequence[str],
+        graph_index: np.ndarray,
+        weights: np.ndarray,
+        cell_types: Sequence[str],
+        edge_rows: np.ndarray,
+        edge_cols: np.ndarray,
+        params: dict | None = None,
+    ) -> None:
+        """Write each cell's graph index and posterior, then make the assignment visible.
+
+        Parameters
+        ----------
+        cells
+            Cell ids.
+        graph_index
+            For each cell, its graph j.
+        weights
+            Cells x cell types: each cell's posterior over ``cell_types``.
+        cell_types
+            Column names of ``weights``.
+        edge_rows, edge_cols
+            The edge list the graphs index into (vocabulary indices).
+        params
+            How the assignment was made (JSON-serializable).
+        """
+        self._flush()
+        arrays = {
+            "cells": np.asarray(cells, dtype=str),
+            "graph_index": np.asarray(graph_index, dtype=np.int32),
+            "weights": np.asarray(weights, dtype=np.float32),
+            "cell_types": np.asarray(cell_types, dtype=str),
+            "edges/rows": np.asarray(edge_rows, dtype=np.int32),
+            "edges/cols": np.asarray(edge_cols, dtype=np.int32),
+            "graphs/offsets": np.asarray(self._offsets, dtype=np.int64),
+        }
+        n_cells = len(arrays["cells"])
+        index = arrays["graph_index"]
+        n_edges = len(arrays["edges/rows"])
+        problems = [
+            (index.shape != (n_cells,), "graph_index needs one entry per cell"),
+            (
+                arrays["weights"].shape != (n_cells, len(arrays["cell_types"])),
+                "weights must be cells x cell_types",
+            ),
+            (
+                n_cells and not 0 <= index.min() <= index.max() < self.n_graphs,
+                "graph_index out of range",
+            ),
+            (n_edges != len(arrays["edges/cols"]), "edge_rows and edge_cols differ in length"),
+            (
+                self._largest_edge >= n_edges,
+                "a graph indexes past the edge list",
+            ),
+            (
+                n_edges
+                and max(arrays["edges/rows"].max(), arrays["edges/cols"].max())
+                >= len(self._store.genes),
+                "edges outside the vocabulary",
+            ),
+        ]
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"assignment {self.name!r}: {message}")
+        self._group.create_group("edges")
+        for path, values in arrays.items():
+            chunks = (max(1, min(CHUNK, values.shape[0])),) + values.shape[1:]
+            dtype = str if values.dtype.kind == "U" else values.dtype
+            array = self._group.create_array(path, shape=values.shape, dtype=dtype, chunks=chunks)
+            if values.size:
+                array[:] = values
+        self._group.attrs.update(
+            {
+                "name": self.name,
+                "n_graphs": self.n_graphs,
+                "params": json.loads(json.dumps(params or {}, default=str)),
+                "tool_version": _tool_version(),
+                "created": _now(),
+            }
+        )
+        assignments = dict(self._store._root.get("assignments", {}))
+        replaced = assignments.get(self.name)
+        assignments[self.name] = self.key
+        self._store._update_root(assignments=assignments)
+        if replaced is not None:
+            del self._store._group[f"assignments/{replaced}"]
+
+
 @njit(cache=True)
 def _induced_edges(indptr, indices, cell_genes, member, local_of, edge_buf):
     """Edges among ``cell_genes``: local source, local target and position in the CSR arrays.
@@ -516,95 +676,42 @@ class GraphStore:
         """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source)."""
         self.add_graph(name, read_network(path), kind=kind, sources=[path], **options)
 
-    def add_assignment(
-        self,
-        name: str,
-        *,
-        cells: Sequence[str],
-        graphs: Sequence[str],
-        graph_index: np.ndarray,
-        weights: np.ndarray,
-        cell_types: Sequence[str],
-        params: dict | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Record which stored graph each cell uses (published atomically, like graphs).
-
-        Parameters
-        ----------
-        name
-            Name of the assignment (e.g. the query data set).
-        cells
-            Cell ids.
-        graphs
-            Names of the stored graphs the cells use.
-        graph_index
-            For each cell, the position of its graph in ``graphs``.
-        weights
-            Cells x cell types: each cell's posterior over ``cell_types``.
-        cell_types
-            Column names of ``weights``.
-        params
-            How the assignment was made (JSON-serializable).
-        overwrite
-            Replace an assignment of the same name.
-        """
+    def assignment_writer(self, name: str, *, overwrite: bool = False) -> AssignmentWriter:
+        """Start storing per-cell graphs under ``name``: add graphs one by one (streamed to disk,
+        so memory stays bounded), then ``publish`` the cells' index; see ``AssignmentWriter``."""
         self._require_writable()
-        assignments = dict(self._root.get("assignments", {}))
-        if name in assignments and not overwrite:
+        if name in self._root.get("assignments", {}) and not overwrite:
             raise StoreError(
                 f"{self.url}: an assignment named {name!r} exists; pass overwrite=True"
             )
-        missing = [g for g in graphs if g not in self]
-        if missing:
-            raise StoreError(f"{self.url}: the assignment uses unknown graphs: {missing[:5]}")
-        graph_index = np.asarray(graph_index, dtype=np.int32)
-        weights = np.asarray(weights, dtype=np.float32)
-        if graph_index.shape != (len(cells),) or weights.shape != (len(cells), len(cell_types)):
-            raise ValueError("graph_index and weights must have one row per cell")
-        key = uuid.uuid4().hex
-        group = self._group.create_group(f"assignments/{key}")
-        arrays = {
-            "cells": np.asarray(cells, dtype=str),
-            "graphs": np.asarray(graphs, dtype=str),
-            "graph_index": graph_index,
-            "weights": weights,
-            "cell_types": np.asarray(cell_types, dtype=str),
-        }
-        for path, values in arrays.items():
-            chunks = (max(1, min(CHUNK, values.shape[0])),) + values.shape[1:]
-            dtype = str if values.dtype.kind == "U" else values.dtype
-            array = group.create_array(path, shape=values.shape, dtype=dtype, chunks=chunks)
-            if values.size:
-                array[:] = values
-        group.attrs.update(
-            {
-                "name": name,
-                "params": json.loads(json.dumps(params or {}, default=str)),
-                "tool_version": _tool_version(),
-                "created": _now(),
-            }
-        )
-        replaced = assignments.get(name)
-        assignments[name] = key
-        self._update_root(assignments=assignments)
-        if replaced is not None:
-            del self._group[f"assignments/{replaced}"]
+        return AssignmentWriter(self, name)
 
-    def get_assignment(self, name: str) -> dict:
-        """An assignment: ``cells``, ``graphs``, ``graph_index``, ``weights``, ``cell_types``,
-        ``meta`` (``graphs[graph_index[i]]`` is cell i's graph)."""
+    def add_assignment(self, name: str, *, graphs: Sequence[np.ndarray], overwrite=False, **cells):
+        """Store per-cell graphs in one call: ``graphs`` (union-edge indices per graph) and the
+        keyword arguments of ``AssignmentWriter.publish``."""
+        writer = self.assignment_writer(name, overwrite=overwrite)
+        for edges in graphs:
+            writer.add_graph(edges)
+        writer.publish(**cells)
+
+    def get_assignment(self, name: str) -> Assignment:
+        """Per-cell graphs stored by ``add_assignment`` (see ``Assignment``)."""
         assignments = self._root.get("assignments", {})
         if name not in assignments:
             known = ", ".join(sorted(assignments)) or "none"
             raise StoreError(f"{self.url}: no assignment named {name!r} (assignments: {known})")
         group = self._group[f"assignments/{assignments[name]}"]
-        result = {
-            key: group[key][:]
-            for key in ("cells", "graphs", "graph_index", "weights", "cell_types")
-        }
-        result["meta"] = group.attrs.asdict()
-        return result
+        return Assignment(
+            cells=group["cells"][:],
+            graph_index=group["graph_index"][:],
+            weights=group["weights"][:],
+            cell_types=group["cell_types"][:],
+            edge_rows=group["edges/rows"][:],
+            edge_cols=group["edges/cols"][:],
+            graph_offsets=group["graphs/offsets"][:],
+            graph_edges=group["graphs/edges"][:],
+            meta=group.attrs.asdict(),
+        )
 
     def remove(self, name: str) -> None:
         """Remove a graph: unpublished first, then its data deleted."""

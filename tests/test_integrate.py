@@ -13,7 +13,7 @@ from netinfer.integrate import (
     exclusion_probabilities,
     fit_binomial_mixture,
     integrate,
-    integrated_edges,
+    integrated_graphs,
     knn_type_posterior,
 )
 from netinfer.io import InputError
@@ -72,7 +72,8 @@ def _networks():
     )
 
 
-def test_integrated_edges_match_the_formula():
+@pytest.mark.parametrize("k, alpha", [(15, 0.05), (4, 0.3), (20, 0.5)])
+def test_integrated_graphs_match_the_formula(k, alpha):
     networks = _networks()
     union = list(zip(networks.rows, networks.cols))
     exclusion = {  # dense reference: absent edges have exclusion 1
@@ -81,19 +82,26 @@ def test_integrated_edges_match_the_formula():
         "c": {},
     }
     rng = np.random.default_rng(0)
-    weights = np.vstack([np.eye(3), rng.dirichlet([0.3] * 3, size=50), [[0.96, 0.04, 0]]])
-    for w, (edges, _) in zip(weights, integrated_edges(weights, networks, alpha=0.05)):
+    counts = np.vstack([np.eye(3, dtype=int) * k, rng.multinomial(k, [0.5, 0.4, 0.1], size=60)])
+    counts = np.unique(counts, axis=0)
+    graph_of_row, graphs = integrated_graphs(counts, networks, k=k, alpha=alpha)
+    for row, graph in zip(counts, graph_of_row):
+        w = row / k
         expected = {
             e
             for e in union
-            if sum(wc * exclusion[t].get(e, 1.0) for wc, t in zip(w, "abc")) <= 0.05
+            if sum(wc * exclusion[t].get(e, 1.0) for wc, t in zip(w, "abc")) <= alpha
         }
-        assert {union[i] for i in edges} == expected
-    pure_a = integrated_edges(np.array([[1.0, 0, 0]]), networks, alpha=0.05)[0]
-    assert [union[i] for i in pure_a[0]] == [(0, 1), (1, 2)]
-    assert pure_a[1].tolist() == [0.01, 0.0]  # exactly the stored exclusion probabilities
+        assert {union[i] for i in graphs[graph]} == expected
     with pytest.raises(ValueError, match="alpha"):
-        integrated_edges(weights, networks, alpha=1.0)
+        integrated_graphs(counts, networks, k=k, alpha=1.0)
+
+
+def test_pure_posterior_gets_exactly_the_type_edges_under_alpha():
+    networks = _networks()
+    union = list(zip(networks.rows, networks.cols))
+    graph_of_row, graphs = integrated_graphs(np.array([[15, 0, 0]]), networks, k=15, alpha=0.05)
+    assert [union[i] for i in graphs[graph_of_row[0]]] == [(0, 1), (1, 2)]  # 0.01, 0.0; not 0.2
 
 
 def test_knn_posterior_counts_the_nearest_training_types():
@@ -130,34 +138,30 @@ def test_integrate_end_to_end_never_reads_query_labels(trained, tmp_path):
         second = integrate(shuffled, reference, store, cell_type_key="cell_type", name="q2")
         third = integrate(query, reference, store, cell_type_key="cell_type", name="q3")
         stored = store.get_assignment("q1")
+        genes = store.genes
         type_graphs = {
-            store.info(n)["cell_type"]: store.get(n)
-            for n in store.list()["name"]
-            if store.info(n)["kind"] == "consensus"
+            store.info(n)["cell_type"]: store.get(n).to_dataframe() for n in store.list()["name"]
         }
-        graphs = {n: store.get(n) for n in stored["graphs"]}
     for other in (second, third):
         np.testing.assert_array_equal(other.graph_index, first.graph_index)
         np.testing.assert_array_equal(other.weights, first.weights)
     summary = first.summary
     assert summary["knn_heldout_accuracy"] > 0.9 and summary["distinct_graphs"] >= 2
-    assert list(stored["cells"]) == list(query.obs_names)
-    np.testing.assert_array_equal(stored["graph_index"], first.graph_index)
+    assert list(stored.cells) == list(query.obs_names)
+    np.testing.assert_array_equal(stored.graph_index, first.graph_index)
+    pure = 0
     # a cell whose neighbours are all of type c gets exactly G_c's edges with exclusion <= alpha
     for i, w in enumerate(first.weights):
         if w.max() < 1.0:
             continue
-        cell_type = first.types[int(w.argmax())]
-        expected = type_graphs[cell_type].to_dataframe()
+        pure += 1
+        expected = type_graphs[first.types[int(w.argmax())]]
         expected = expected[expected["exclusion"] <= 0.05]
-        got = graphs[stored["graphs"][stored["graph_index"][i]]].to_dataframe()
-        assert set(zip(got["source"], got["target"])) == set(
+        rows, cols = stored.cell_graph(i)
+        assert set(zip(genes[rows], genes[cols])) == set(
             zip(expected["source"], expected["target"])
         )
-        np.testing.assert_array_equal(
-            got.sort_values(["source", "target"])["weight"],
-            expected.sort_values(["source", "target"])["exclusion"],
-        )
+    assert pure >= 10  # the property was checked on enough cells
 
 
 def test_integrate_bad_input(trained):
