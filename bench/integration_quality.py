@@ -282,10 +282,11 @@ def evaluate(data: DataSet, args) -> dict:
             )
         integrate_s = time.perf_counter() - t0
         n_genes = len(store.genes)
+        assignment = store.get_assignment("query")
 
     types = np.asarray(out.types)
     empty = np.empty(0, dtype=np.int64)
-    graph_codes = [edge_codes(rows, cols, n_genes) for rows, cols, _ in out.graphs]
+    graph_codes = [edge_codes(*assignment.graph(j), n_genes) for j in range(assignment.n_graphs)]
     predicted = types[out.weights.argmax(axis=1)]
     cells = []
     for i, true_type in enumerate(truth):
