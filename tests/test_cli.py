@@ -17,6 +17,25 @@ from cli import netinfer as cli
 from netinfer.store import GraphStore
 
 FAST = ["--resamples", "6", "--seed", "1", "--quiet"]
+# celltype-networks options for the small simulated types of test_pipeline
+PIPELINE_OPTIONS = [
+    "--min-counts",
+    "500",
+    "--min-genes",
+    "10",
+    "--trim",
+    "1",
+    "--min-cells",
+    "50",
+    "--resolution",
+    "0.5",
+    "--resamples",
+    "10",
+    "--workers",
+    "1",
+    "--seed",
+    "1",
+]
 
 
 @pytest.fixture
@@ -280,22 +299,7 @@ def test_celltype_networks_command(tmp_path, capsys):
         str(regs),
         "--store",
         str(store),
-        "--min-counts",
-        "500",
-        "--min-genes",
-        "10",
-        "--trim",
-        "1",
-        "--min-cells",
-        "50",
-        "--resolution",
-        "0.5",
-        "--resamples",
-        "10",
-        "--workers",
-        "1",
-        "--seed",
-        "1",
+        *PIPELINE_OPTIONS,
     ]
     assert cli.main(args) == 0
     err = capsys.readouterr().err
@@ -333,22 +337,7 @@ def test_integrate_command(tmp_path, capsys):
         str(tmp_path / "tfs.txt"),
         "--store",
         store,
-        "--min-counts",
-        "500",
-        "--min-genes",
-        "10",
-        "--trim",
-        "1",
-        "--min-cells",
-        "50",
-        "--resolution",
-        "0.5",
-        "--resamples",
-        "10",
-        "--workers",
-        "1",
-        "--seed",
-        "1",
+        *PIPELINE_OPTIONS,
         "--quiet",
     ]
     assert cli.main(build) == 0
