@@ -27,6 +27,12 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench
 	$(PY) bench/aracne_speed.py
 	$(PY) bench/aracne_accuracy.py
+	$(PY) bench/store_speed.py
+	$(PY) bench/celltype_accuracy.py
+	$(PY) bench/celltype_synthetic.py
+	$(PY) bench/celltype_scale.py
+	$(PY) bench/integration_quality.py
+	$(PY) bench/integration_scale.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
