@@ -1,22 +1,95 @@
-"""The ``gremln`` command. Its subcommands (prepare, train, embed, evaluate) come with the gremln
-data, model and evaluation work; for now it only reports that."""
+"""The ``gremln`` command: argument parsing, progress and summaries; the work is library calls.
+
+Built so far: ``prepare`` (tokenized cells into a cell store). Training, embeddings and
+evaluations are open work (see README, 'Status').
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
+
+from rich.console import Console
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gremln",
+        description="GREmLN, a graph-aware transcriptomics foundation model. Built so far: "
+        "prepare. Training, embedding and evaluation are not implemented yet.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare = commands.add_parser(
+        "prepare",
+        help="tokenize counts into a cell store (rank bins, vocabulary, splits, graph keys)",
+        description="QC (the paper's defaults), normalization to 1e6 and log1p, per-cell rank "
+        "bins of the expressed genes, and each cell's graph in the graph store; written to a "
+        "Zarr cell store, chunk by chunk (backed mode). Several data sets append into one store.",
+    )
+    prepare.add_argument("counts", metavar="COUNTS.h5ad")
+    prepare.add_argument("--cells", required=True, metavar="CELLS.zarr")
+    prepare.add_argument("--graphs", required=True, metavar="GRAPHS.zarr")
+    prepare.add_argument("--cell-type-key", required=True, metavar="KEY")
+    prepare.add_argument("--min-counts", type=int, default=1000, help="(default: 1000)")
+    prepare.add_argument("--max-counts", type=int, default=100_000, help="(default: 100000)")
+    prepare.add_argument(
+        "--trim",
+        type=float,
+        default=0.9,
+        help="keep the middle fraction by total UMI; 1 = off (default: 0.9)",
+    )
+    prepare.add_argument("--min-genes", type=int, default=500, help="(default: 500)")
+    prepare.add_argument(
+        "--bins",
+        type=int,
+        default=100,
+        help="expression bins including 0 = not expressed (default: 100)",
+    )
+    prepare.add_argument(
+        "--graph-mode",
+        default="celltype",
+        help="celltype (the type's consensus network), integrated (the graph store's assignment "
+        "named after the data set) or ppi:NAME (default: celltype)",
+    )
+    prepare.add_argument("--append", action="store_true", help="add to an existing cell store")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the splits (default: 0)")
+    prepare.add_argument("--quiet", action="store_true")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gremln`` console script."""
-    parser = argparse.ArgumentParser(
-        prog="gremln",
-        description="GREmLN, a graph-aware transcriptomics foundation model. Not implemented yet: "
-        "this release has the netinfer ARACNe core only (see README, 'Status').",
-    )
-    parser.parse_args(argv)
-    parser.print_help()
-    return 1
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    from gremln.cellstore import prepare
+    from netinfer.io import InputError
+    from netinfer.store import StoreError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            report = prepare(
+                args.counts,
+                args.cells,
+                graphs_path=args.graphs,
+                cell_type_key=args.cell_type_key,
+                min_counts=args.min_counts,
+                max_counts=args.max_counts,
+                trim=None if args.trim >= 1 else args.trim,
+                min_genes=args.min_genes,
+                n_bins=args.bins,
+                graph_mode=args.graph_mode,
+                append=args.append,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
+    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
+    print(json.dumps(report, indent=2))  # the report to stdout, progress to stderr
+    return 0
 
 
 if __name__ == "__main__":

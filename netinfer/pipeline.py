@@ -83,6 +83,42 @@ class ClusterJob:
         return digest.hexdigest()[:16]
 
 
+def qc_mask(
+    totals: np.ndarray,
+    expressed: np.ndarray,
+    *,
+    min_counts: int = 1000,
+    max_counts: int = 100_000,
+    trim: float | None = 0.9,
+    min_genes: int = 500,
+) -> tuple[np.ndarray, dict]:
+    """Which cells pass QC, from their total UMI and expressed genes; and what each rule removed.
+
+    The rules apply in order: total UMI in [min_counts, max_counts], then the middle ``trim``
+    fraction of the remaining cells by total UMI (``None``: off), then >= ``min_genes`` genes.
+    """
+    keep = np.ones(totals.size, dtype=bool)
+    report = {"input": int(totals.size)}
+    for rule, fails in (
+        ("below_min_counts", totals < min_counts),
+        ("above_max_counts", totals > max_counts),
+    ):
+        report[rule] = int((keep & fails).sum())
+        keep &= ~fails
+    report["outside_middle_fraction"] = 0
+    if trim is not None and keep.any():
+        if not 0.0 < trim <= 1.0:
+            raise ValueError(f"trim must be in (0, 1], not {trim}")
+        low, high = np.quantile(totals[keep], [(1 - trim) / 2, 1 - (1 - trim) / 2])
+        outside = keep & ((totals < low) | (totals > high))
+        report["outside_middle_fraction"] = int(outside.sum())
+        keep &= ~outside
+    report["below_min_genes"] = int((keep & (expressed < min_genes)).sum())
+    keep &= expressed >= min_genes
+    report["kept"] = int(keep.sum())
+    return keep, report
+
+
 def quality_control(
     adata,
     *,
@@ -121,25 +157,14 @@ def quality_control(
         )
     totals = np.asarray(X.sum(axis=1)).ravel()
     expressed = np.asarray((X > 0).sum(axis=1)).ravel()
-    keep = np.ones(adata.n_obs, dtype=bool)
-    report = {"input": int(adata.n_obs)}
-    for rule, fails in (
-        ("below_min_counts", totals < min_counts),
-        ("above_max_counts", totals > max_counts),
-    ):
-        report[rule] = int((keep & fails).sum())
-        keep &= ~fails
-    report["outside_middle_fraction"] = 0
-    if trim is not None and keep.any():
-        if not 0.0 < trim <= 1.0:
-            raise ValueError(f"trim must be in (0, 1], not {trim}")
-        low, high = np.quantile(totals[keep], [(1 - trim) / 2, 1 - (1 - trim) / 2])
-        outside = keep & ((totals < low) | (totals > high))
-        report["outside_middle_fraction"] = int(outside.sum())
-        keep &= ~outside
-    report["below_min_genes"] = int((keep & (expressed < min_genes)).sum())
-    keep &= expressed >= min_genes
-    report["kept"] = int(keep.sum())
+    keep, report = qc_mask(
+        totals,
+        expressed,
+        min_counts=min_counts,
+        max_counts=max_counts,
+        trim=trim,
+        min_genes=min_genes,
+    )
     return adata[keep].copy(), report
 
 

@@ -188,9 +188,40 @@ def test_example_data_is_real_pbmc_counts(tmp_path):
     assert len(tfs) == 1639 and "SPI1" in tfs
 
 
-def test_gremln_command_says_it_is_not_implemented(capsys):
-    assert gremln_cli.main([]) == 1
-    assert "Not implemented yet" in capsys.readouterr().out
+def test_gremln_prepare_command(tmp_path, capsys):
+    from test_cellstore import QC, _graph_store
+
+    from gremln.cellstore import CellStore
+    from netinfer.datasets import pbmc68k_counts
+
+    adata = pbmc68k_counts()
+    adata.write_h5ad(tmp_path / "pbmc.h5ad")
+    graphs = _graph_store(tmp_path / "graphs.zarr", set(adata.obs["bulk_labels"]))
+    args = [
+        "prepare",
+        str(tmp_path / "pbmc.h5ad"),
+        "--cells",
+        str(tmp_path / "cells.zarr"),
+        "--graphs",
+        str(graphs),
+        "--cell-type-key",
+        "bulk_labels",
+        "--bins",
+        "21",
+        "--min-counts",
+        str(QC["min_counts"]),
+        "--min-genes",
+        str(QC["min_genes"]),
+        "--trim",
+        "1",
+    ]
+    assert gremln_cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)  # the report on stdout, progress on stderr
+    assert report["cells_in_store"] == 700 and report["qc"]["kept"] == 700
+    store = CellStore.open(tmp_path / "cells.zarr")
+    assert len(store) == 700 and store.vocabulary.n_bins == 21
+    assert gremln_cli.main(args) == 2  # exists, no --append
+    assert "pass append" in capsys.readouterr().err
 
 
 PPI = Path(__file__).parent / "data" / "ppi"

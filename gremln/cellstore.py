@@ -1,0 +1,335 @@
+"""The cell store: tokenized cells on disk (Zarr v3), read by the GREmLN data loader.
+
+Layout::
+
+    CELLS.zarr/                 attrs["gremln_cell_store"] = {schema_version, n_bins, datasets,
+      vocab/genes, vocab/ensembl                                   created}
+      tokens/offsets            int64, cells + 1: cell i is tokens[offsets[i]:offsets[i + 1]]
+      tokens/gene_ids           int32 gene token ids (vocabulary order, specials first)
+      tokens/bins               int16 expression bins, by decreasing bin within a cell
+      obs/<column>              cell_id, dataset, cell_type, graph_key, split (strings)
+
+Token arrays are sharded and compressed. ``prepare`` appends a data set: it reads an h5ad in
+backed mode chunk by chunk (QC needs every cell's total first, so two passes), never the whole
+matrix. The vocabulary is fixed by the first data set (or given); later data sets drop, and
+report, genes outside it.
+
+Splits (paper A.2), deterministic by seed: 15% of the cell types are held out with their graphs
+(``val_unseen``), then 15% of the remaining cells (``val_seen``); the rest is ``train``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gremln.tokenize import GeneVocabulary, tokenize_cells
+from netinfer.io import InputError
+
+SCHEMA_VERSION = 1
+ROOT_KEY = "gremln_cell_store"
+OBS_COLUMNS = ("cell_id", "dataset", "cell_type", "graph_key", "split")
+TOKEN_CHUNK = 1 << 20
+TOKEN_SHARD = 1 << 24
+
+
+def assign_splits(
+    cell_types: np.ndarray,
+    *,
+    seed: int,
+    unseen_fraction: float = 0.15,
+    seen_fraction: float = 0.15,
+) -> np.ndarray:
+    """``train`` / ``val_seen`` / ``val_unseen`` per cell (see the module docstring)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x73706C6974]))  # "split"
+    types = np.array(sorted(set(cell_types)))
+    n_unseen = int(round(unseen_fraction * len(types)))
+    unseen = set(rng.choice(types, size=n_unseen, replace=False)) if n_unseen else set()
+    split = np.full(len(cell_types), "train", dtype=object)
+    held = np.isin(cell_types, list(unseen))
+    split[held] = "val_unseen"
+    remaining = np.flatnonzero(~held)
+    n_seen = int(round(seen_fraction * remaining.size))
+    split[rng.choice(remaining, size=n_seen, replace=False)] = "val_seen"
+    return split
+
+
+@dataclass
+class CellStore:
+    """A cell store opened for reading: tokens, obs table and vocabulary."""
+
+    path: str
+    vocabulary: GeneVocabulary
+    offsets: np.ndarray
+    obs: pd.DataFrame
+    _group: object
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> CellStore:
+        """Open a cell store (clear errors for missing, foreign, newer or truncated stores)."""
+        import zarr
+
+        path = os.fspath(path)
+        if not os.path.exists(os.path.join(path, "zarr.json")):
+            raise InputError(f"{path}: no such cell store (make one with gremln prepare)")
+        group = zarr.open_group(path, mode="r")
+        root = group.attrs.get(ROOT_KEY)
+        if root is None:
+            raise InputError(f"{path}: a Zarr group, but not a gremln cell store")
+        if root["schema_version"] > SCHEMA_VERSION:
+            raise InputError(
+                f"{path}: cell-store schema version {root['schema_version']} is newer than this "
+                f"gremln reads ({SCHEMA_VERSION}); upgrade gremln"
+            )
+        try:
+            vocabulary = GeneVocabulary(
+                list(group["vocab/genes"][:]), list(group["vocab/ensembl"][:]), root["n_bins"]
+            )
+            offsets = group["tokens/offsets"][:]
+            obs = pd.DataFrame({c: group[f"obs/{c}"][:] for c in OBS_COLUMNS})
+            n_tokens = group["tokens/gene_ids"].shape[0]
+        except KeyError as error:
+            raise InputError(f"{path}: truncated cell store, missing {error}") from None
+        if offsets[-1] != n_tokens or len(obs) != len(offsets) - 1:
+            raise InputError(
+                f"{path}: truncated cell store: tokens/offsets ends at {offsets[-1]} but "
+                f"tokens/gene_ids has {n_tokens}; obs has {len(obs)} rows for "
+                f"{len(offsets) - 1} cells"
+            )
+        return cls(path, vocabulary, offsets, obs, group)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Gene token ids and bins of cell i."""
+        span = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return self._group["tokens/gene_ids"][span], self._group["tokens/bins"][span]
+
+
+def prepare(
+    counts_path: str | os.PathLike[str],
+    cells_path: str | os.PathLike[str],
+    *,
+    graphs_path: str | os.PathLike[str],
+    cell_type_key: str,
+    min_counts: int = 1000,
+    max_counts: int = 100_000,
+    trim: float | None = 0.9,
+    min_genes: int = 500,
+    n_bins: int = 100,
+    graph_mode: str = "celltype",
+    append: bool = False,
+    vocabulary: GeneVocabulary | None = None,
+    seed: int = 0,
+    chunk: int = 10_000,
+    progress: bool = False,
+) -> dict:
+    """Tokenize an h5ad of counts into the cell store (creating it, or appending with ``append``).
+
+    Parameters
+    ----------
+    counts_path
+        Raw counts, cells x genes, with cell types in ``obs[cell_type_key]``.
+    cells_path
+        The cell store.
+    graphs_path
+        The graph store the cells' graphs live in.
+    cell_type_key
+        Cell-type column.
+    min_counts, max_counts, trim, min_genes
+        QC, as ``netinfer.pipeline.quality_control`` (the paper's defaults).
+    n_bins
+        Expression bins including bin 0 (not expressed).
+    graph_mode
+        ``"celltype"``: each cell's type's consensus network; ``"integrated"``: the graph store's
+        assignment named after the data set (``netinfer integrate --name``); ``"ppi:NAME"``: the
+        PPI graph NAME for every cell.
+    append
+        Add to an existing store (its vocabulary and bins are kept).
+    vocabulary
+        The vocabulary of a new store (default: the data set's genes after QC).
+    seed
+        Seed of the splits.
+    chunk
+        Cells read per chunk (backed mode).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    A report: cells read, removed by each QC rule, kept, genes dropped (outside the
+    vocabulary), cells per split.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+    import zarr
+    from tqdm.auto import tqdm
+
+    from netinfer.pipeline import normalize, qc_mask
+
+    counts_path, cells_path = os.fspath(counts_path), os.fspath(cells_path)
+    if not os.path.exists(counts_path):
+        raise InputError(f"{counts_path}: no such file")
+    exists = os.path.exists(os.path.join(cells_path, "zarr.json"))
+    if exists and not append:
+        raise InputError(f"{cells_path}: exists; pass append to add a data set to it")
+    if append and not exists:
+        raise InputError(f"{cells_path}: no cell store to append to")
+    data = ad.read_h5ad(counts_path, backed="r")
+    if cell_type_key not in data.obs:
+        raise InputError(
+            f"{counts_path}: no obs column {cell_type_key!r}; columns are: "
+            f"{', '.join(map(str, data.obs.columns)) or 'none'}"
+        )
+    dataset = os.path.basename(counts_path).removesuffix(".h5ad")
+    previous = CellStore.open(cells_path) if exists else None
+    if previous is not None and dataset in set(previous.obs["dataset"]):
+        raise InputError(f"{cells_path}: already holds a data set named {dataset!r}")
+    cell_types = data.obs[cell_type_key].astype(str).to_numpy()
+
+    # pass 1, chunk by chunk: QC needs every cell's totals before any cell is kept
+    totals = np.zeros(data.n_obs)
+    expressed = np.zeros(data.n_obs, dtype=np.int64)
+    for start in range(0, data.n_obs, chunk):
+        block = sp.csr_matrix(data.X[start : start + chunk])
+        totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
+        expressed[start : start + block.shape[0]] = np.diff((block > 0).tocsr().indptr)
+    keep, qc = qc_mask(
+        totals,
+        expressed,
+        min_counts=min_counts,
+        max_counts=max_counts,
+        trim=trim,
+        min_genes=min_genes,
+    )
+    kept_rows = np.flatnonzero(keep)
+    graph_keys = _graph_keys(graphs_path, graph_mode, cell_types[kept_rows], dataset)
+
+    genes = list(data.var_names.astype(str))
+    vocabulary = (
+        previous.vocabulary
+        if previous is not None
+        else (vocabulary or GeneVocabulary(genes, n_bins=n_bins))
+    )
+    group = zarr.open_group(cells_path, mode="a")
+    if previous is None:
+        _create(group, vocabulary)
+    base = int(group["tokens/offsets"][-1])  # tokens already in the store
+    dropped: list[str] = []
+    # pass 2: tokenize the kept cells, chunk by chunk, appending to the token arrays
+    with tqdm(
+        total=kept_rows.size, desc=f"tokenizing {dataset}", unit="cell", disable=not progress
+    ) as bar:
+        for start in range(0, kept_rows.size, chunk):
+            rows = kept_rows[start : start + chunk]
+            block_offsets, gene_ids, bins, dropped = tokenize_cells(
+                normalize(sp.csr_matrix(data.X[rows])),
+                genes,
+                vocabulary,
+                cell_ids=data.obs_names[rows],
+            )
+            group["tokens/gene_ids"].append(gene_ids)
+            group["tokens/bins"].append(bins.astype(np.int16))
+            group["tokens/offsets"].append(base + block_offsets[1:])  # offsets last: readers
+            base += int(block_offsets[-1])  # never see cells whose tokens are missing
+            bar.update(rows.size)
+    new_obs = pd.DataFrame(
+        {
+            "cell_id": data.obs_names[kept_rows].astype(str),
+            "dataset": dataset,
+            "cell_type": cell_types[kept_rows],
+            "graph_key": graph_keys,
+        }
+    )
+    obs = (
+        pd.concat([previous.obs.drop(columns="split"), new_obs], ignore_index=True)
+        if (previous is not None)
+        else new_obs
+    )
+    obs["split"] = assign_splits(obs["cell_type"].to_numpy(), seed=seed)
+    for column in OBS_COLUMNS:  # rewritten last: a crash before here leaves the old table
+        _write_strings(group, f"obs/{column}", obs[column].to_numpy())
+    root = dict(group.attrs[ROOT_KEY])
+    root["datasets"] = [
+        *root["datasets"],
+        {"name": dataset, "path": counts_path, "cells": int(kept_rows.size), "qc": qc},
+    ]
+    group.attrs[ROOT_KEY] = root
+    return {
+        "dataset": dataset,
+        "qc": qc,
+        "genes_outside_vocabulary": len(dropped),
+        "examples_outside_vocabulary": dropped[:5],
+        "cells_in_store": int(len(obs)),
+        "splits": {k: int(v) for k, v in obs["split"].value_counts().items()},
+    }
+
+
+def _create(group, vocabulary: GeneVocabulary) -> None:
+    """An empty cell store with its vocabulary."""
+    _write_strings(group, "vocab/genes", np.asarray(vocabulary.genes))
+    ensembl = vocabulary.ensembl or [""] * len(vocabulary.genes)
+    _write_strings(group, "vocab/ensembl", np.asarray(ensembl))
+    for name, dtype in (("gene_ids", np.int32), ("bins", np.int16)):
+        group.create_array(
+            f"tokens/{name}",
+            shape=(0,),
+            dtype=dtype,
+            chunks=(TOKEN_CHUNK,),
+            shards=(TOKEN_SHARD,),
+        )
+    offsets = group.create_array(
+        "tokens/offsets", shape=(1,), dtype=np.int64, chunks=(TOKEN_CHUNK,)
+    )
+    offsets[:] = np.zeros(1, dtype=np.int64)
+    group.attrs[ROOT_KEY] = {
+        "schema_version": SCHEMA_VERSION,
+        "n_bins": vocabulary.n_bins,
+        "datasets": [],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_strings(group, path: str, values: np.ndarray) -> None:
+    """(Re)write a string array."""
+    if path in group:
+        del group[path]
+    array = group.create_array(
+        path, shape=values.shape, dtype=str, chunks=(max(1, min(TOKEN_CHUNK, values.size)),)
+    )
+    if values.size:
+        array[:] = values.astype(str)
+
+
+def _graph_keys(graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: str) -> np.ndarray:
+    """Each cell's graph in the graph store, checked to exist there."""
+    from netinfer.store import GraphStore
+
+    with GraphStore.open(graphs_path) as store:
+        if graph_mode.startswith("ppi:"):
+            name = graph_mode[4:]
+            if name not in store:
+                raise InputError(f"{graphs_path}: no graph {name!r} for graph mode {graph_mode}")
+            return np.full(cell_types.size, name, dtype=object)
+        if graph_mode == "integrated":
+            store.get_assignment(dataset)  # raises, naming the assignments there
+            return np.full(cell_types.size, f"assignment:{dataset}", dtype=object)
+        if graph_mode != "celltype":
+            raise ValueError(
+                f"graph_mode must be celltype, integrated or ppi:NAME, not {graph_mode!r}"
+            )
+        listing = store.list()
+        listing = listing[listing["kind"] == "consensus"]
+        by_type = dict(zip(listing["cell_type"], listing["name"]))
+    missing = sorted(set(cell_types) - set(by_type))
+    if missing:
+        raise InputError(
+            f"{graphs_path}: no consensus network for {len(missing)} cell type(s) of {dataset} "
+            f"(e.g. {', '.join(missing[:3])}); make them with netinfer celltype-networks"
+        )
+    return np.array([by_type[t] for t in cell_types], dtype=object)
