@@ -1,0 +1,104 @@
+"""The GREmLN dataset and loader: tokens, masks and edges against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gremln.cellstore import CellStore, prepare
+from gremln.data import IGNORE, CellDataset, ShardSpec, collate_packed, collate_padded
+from gremln.tokenize import CLS
+from netinfer.store import GraphStore
+
+QC = dict(min_counts=100, max_counts=10**6, trim=None, min_genes=50)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    from netinfer.datasets import pbmc68k_counts
+
+    folder = tmp_path_factory.mktemp("data")
+    adata = pbmc68k_counts()
+    adata.write_h5ad(folder / "pbmc.h5ad")
+    rng = np.random.default_rng(0)
+    genes = np.asarray(adata.var_names)
+    with GraphStore.create(folder / "graphs.zarr") as store:
+        for i, cell_type in enumerate(sorted(set(adata.obs["bulk_labels"]))):
+            pairs = rng.choice(len(genes), size=(3000, 2))
+            pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+            edges = pd.DataFrame({"regulator": genes[pairs[:, 0]], "target": genes[pairs[:, 1]]})
+            store.add_graph(f"net{i}", edges, kind="consensus", cell_type=cell_type)
+    prepare(
+        folder / "pbmc.h5ad",
+        folder / "cells.zarr",
+        graphs_path=folder / "graphs.zarr",
+        cell_type_key="bulk_labels",
+        n_bins=11,
+        **QC,
+    )
+    return folder / "cells.zarr", folder / "graphs.zarr"
+
+
+def test_examples_match_a_direct_computation(stores):
+    cells_path, graphs_path = stores
+    data = CellDataset(cells_path, graphs_path, split=None, max_length=100, seed=1)
+    store = CellStore.open(cells_path)
+    graphs = GraphStore.open(graphs_path)
+    examples = list(data)
+    assert sorted(ex["cell"] for ex in examples) == list(range(len(store)))
+    for ex in examples[:25]:
+        ids, bins = store.cell(ex["cell"])
+        ids, bins = ids[:100], bins[:100]  # stored by decreasing bin: the highest kept
+        assert ex["gene_ids"].tolist() == [CLS, *ids.tolist()]  # gene ids are never masked
+        masked = ex["targets"] != IGNORE
+        assert int(masked.sum()) == round(0.3 * len(ids)) and not masked[0]
+        assert (ex["bins"][masked] == 12).all() and ex["bins"][0] == 13  # MASK, CLS bins
+        np.testing.assert_array_equal(ex["targets"][1:][masked[1:]], bins[masked[1:].numpy()])
+        np.testing.assert_array_equal(ex["bins"][1:][~masked[1:]], bins[~masked[1:].numpy()])
+        # edges: the cell's graph among its genes, symmetrized, positions shifted past CLS
+        key = store.obs["graph_key"].iloc[ex["cell"]]
+        adjacency = graphs.get(key, symmetrize=True).adjacency
+        vocab = graphs.gene_index(np.asarray(store.vocabulary.genes)[ids - 3])
+        present = np.flatnonzero(vocab >= 0)
+        sub = adjacency[vocab[present]][:, vocab[present]].tocoo()
+        expected = {(present[i] + 1, present[j] + 1) for i, j in zip(sub.row, sub.col)}
+        assert set(map(tuple, ex["edge_index"].T.tolist())) == expected
+        assert 0 not in ex["edge_index"]  # CLS is not part of the graph
+
+
+def test_shards_cover_every_cell_once_and_resume(stores):
+    cells_path, graphs_path = stores
+    common = dict(split="train", seed=3, block=16)
+    seen = []
+    for rank in range(2):
+        data = CellDataset(cells_path, graphs_path, shard=ShardSpec(rank, 2), **common)
+        loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2)
+        seen += [ex["cell"] for ex in loader]
+    everything = CellDataset(cells_path, graphs_path, **common)
+    assert sorted(seen) == sorted(everything.indices.tolist()) and len(set(seen)) == len(seen)
+    full = [ex["cell"] for ex in everything]
+    assert full == [ex["cell"] for ex in CellDataset(cells_path, graphs_path, **common)]
+    resumed = CellDataset(cells_path, graphs_path, position=37, **common)
+    assert [ex["cell"] for ex in resumed] == full[37:]
+    everything.set_epoch(1)
+    assert [ex["cell"] for ex in everything] != full  # a new epoch, a new order
+
+
+def test_packed_and_padded_batches_hold_the_same_cells(stores):
+    cells_path, graphs_path = stores
+    batch = list(CellDataset(cells_path, graphs_path, split=None, max_length=60))[:4]
+    packed = collate_packed(batch)
+    padded = collate_padded(batch, pad_bin=11)
+    starts = packed["cu_seqlens"].tolist()
+    assert starts[0] == 0 and packed["max_seqlen"] == padded["gene_ids"].shape[1]
+    for row in range(4):
+        n = starts[row + 1] - starts[row]
+        for name in ("gene_ids", "bins", "targets"):
+            assert torch.equal(packed[name][starts[row] : starts[row + 1]], padded[name][row, :n])
+        assert not padded["padding_mask"][row, :n].any() and padded["padding_mask"][row, n:].all()
+        mine = padded["edge_index"][0] == row
+        assert torch.equal(padded["edge_index"][1:, mine], batch[row]["edge_index"])
+    assert packed["edge_index"].shape[1] == padded["edge_index"].shape[1]
+    assert (packed["edge_index"] < packed["gene_ids"].numel()).all()
