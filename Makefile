@@ -33,6 +33,7 @@ bench: $(VENV)/.bench
 	$(PY) bench/celltype_scale.py
 	$(PY) bench/integration_quality.py
 	$(PY) bench/integration_scale.py
+	$(PY) bench/loader_speed.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
