@@ -13,6 +13,8 @@ import warnings
 
 from rich.console import Console
 
+from cli.options import add_qc_arguments, qc_options
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,15 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cells", required=True, metavar="CELLS.zarr")
     prepare.add_argument("--graphs", required=True, metavar="GRAPHS.zarr")
     prepare.add_argument("--cell-type-key", required=True, metavar="KEY")
-    prepare.add_argument("--min-counts", type=int, default=1000, help="(default: 1000)")
-    prepare.add_argument("--max-counts", type=int, default=100_000, help="(default: 100000)")
-    prepare.add_argument(
-        "--trim",
-        type=float,
-        default=0.9,
-        help="keep the middle fraction by total UMI; 1 = off (default: 0.9)",
-    )
-    prepare.add_argument("--min-genes", type=int, default=500, help="(default: 500)")
+    add_qc_arguments(prepare)
     prepare.add_argument(
         "--bins",
         type=int,
@@ -75,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.cells,
                 graphs_path=args.graphs,
                 cell_type_key=args.cell_type_key,
-                min_counts=args.min_counts,
-                max_counts=args.max_counts,
-                trim=None if args.trim >= 1 else args.trim,
-                min_genes=args.min_genes,
+                **qc_options(args),
                 n_bins=args.bins,
                 graph_mode=args.graph_mode,
                 append=args.append,

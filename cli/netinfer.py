@@ -12,6 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cli.options import add_qc_arguments, qc_options
+
 RESAMPLING_HELP = """\
 resampling (default: 100 subsamples of 63.2%% of the samples, without replacement):
   subsampling has no duplicated samples, so the null model for the subsample size is exact;
@@ -252,15 +254,7 @@ def _celltype_parser(commands) -> None:
         help="obs column of cell types (default: Leiden clusters of all cells act as types)",
     )
     run.add_argument("--layer", metavar="L", help="layer holding the counts instead of X")
-    run.add_argument("--min-counts", type=int, default=1000, help="(default: 1000)")
-    run.add_argument("--max-counts", type=int, default=100_000, help="(default: 100000)")
-    run.add_argument(
-        "--trim",
-        type=float,
-        default=0.9,
-        help="then keep the middle fraction by total UMI; 1 = off (default: 0.9)",
-    )
-    run.add_argument("--min-genes", type=int, default=500, help="(default: 500)")
+    add_qc_arguments(run)
     run.add_argument("--resolution", type=float, default=1.0, help="Leiden (default: 1.0)")
     run.add_argument("--max-cells", type=int, default=500, help="per cluster (default: 500)")
     run.add_argument(
@@ -642,10 +636,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 regulators,
                 store=store,
                 cell_type_key=args.cell_type_key,
-                min_counts=args.min_counts,
-                max_counts=args.max_counts,
-                trim=None if args.trim >= 1 else args.trim,
-                min_genes=args.min_genes,
+                **qc_options(args),
                 resolution=args.resolution,
                 max_cells=args.max_cells,
                 min_cells=args.min_cells,
