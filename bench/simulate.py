@@ -419,6 +419,22 @@ def normalize_log1p(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
     return np.log1p(np.divide(counts * target_sum, lib, out=np.zeros_like(counts), where=lib > 0))
 
 
+def simulate_clean(grn, n_types: int, cells_per_type: int) -> pd.DataFrame:
+    """Noise-free SERGIO steady-state expression (genes x cells) of ``n_types`` types.
+
+    Uses NumPy's global RNG (SERGIO does), which the caller seeds.
+    """
+    from SERGIO._sergio import sergio
+    from SERGIO.MR._profile import mrProfile
+
+    mr = mrProfile(MR_names=sorted(grn.get_mrs()), n_types=n_types)  # SERGIO keeps MRs in a set
+    mr.build_rnd()
+    grn.init(mr, update_half_resp=True)
+    sim = sergio(grn)
+    sim.simulate(nCells=cells_per_type, noise_s=1, safety_iter=150, scale_iter=10)
+    return sim.getSimExpr()
+
+
 def sergio_case(
     n_cell_types: int,
     *,
@@ -484,11 +500,9 @@ def sergio_case(
     )
 
     def build() -> Dataset:
-        from SERGIO._sergio import sergio
         from SERGIO.GRN._components import Gene, SingleInteraction
         from SERGIO.GRN._grn import GRN
         from SERGIO.GRN._utils import grnParam, parameterize_grn
-        from SERGIO.MR._profile import mrProfile
         from SERGIO.Noise._noise import scNoise
 
         np.random.seed(seed)
@@ -510,14 +524,7 @@ def sergio_case(
                 )
             )
         grn.setMRs()
-        mr = mrProfile(
-            MR_names=sorted(grn.get_mrs()), n_types=n_cell_types
-        )  # SERGIO keeps MRs in a set
-        mr.build_rnd()
-        grn.init(mr, update_half_resp=True)
-        sim = sergio(grn)
-        sim.simulate(nCells=cells_per_type, noise_s=1, safety_iter=150, scale_iter=10)
-        expr = sim.getSimExpr()  # genes x cells
+        expr = simulate_clean(grn, n_cell_types, cells_per_type)  # genes x cells
         counts = scNoise()._add_noise(
             expr.values,
             prob_o=0.01,

@@ -38,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from simulate import DEEP_HUBS, _cached, regnetwork_dag  # noqa: E402
+from simulate import DEEP_HUBS, _cached, regnetwork_dag, simulate_clean  # noqa: E402
 
 SCENARIOS = ("shared", "specific")
 
@@ -102,22 +102,6 @@ def _grn(edges: pd.DataFrame, genes: Sequence[str]):
         grn._add_gene(Gene(g, 0.8))
     grn.setMRs()
     return grn
-
-
-def _simulate_clean(grn, n_types: int, cells_per_type: int) -> pd.DataFrame:
-    """Noise-free SERGIO steady-state expression (genes x cells) of ``n_types`` types.
-
-    Uses NumPy's global RNG (SERGIO does), which the caller seeds.
-    """
-    from SERGIO._sergio import sergio
-    from SERGIO.MR._profile import mrProfile
-
-    mr = mrProfile(MR_names=sorted(grn.get_mrs()), n_types=n_types)  # SERGIO keeps MRs in a set
-    mr.build_rnd()
-    grn.init(mr, update_half_resp=True)
-    sim = sergio(grn)
-    sim.simulate(nCells=cells_per_type, noise_s=1, safety_iter=150, scale_iter=10)
-    return sim.getSimExpr()
 
 
 def sergio_celltypes(
@@ -192,7 +176,7 @@ def sergio_celltypes(
         names = [f"type{t}" for t in range(n_types)]
         type_edges: dict[str, pd.DataFrame] = {}
         if scenario == "shared":
-            expr = _simulate_clean(_grn(net, all_genes), n_types, cells_per_type)
+            expr = simulate_clean(_grn(net, all_genes), n_types, cells_per_type)
             type_edges = dict.fromkeys(names, net)
         else:
             rng = np.random.default_rng([seed, 0x64726F70])  # "drop"
@@ -200,7 +184,7 @@ def sergio_celltypes(
             for name in names:
                 keep = rng.random(len(net)) >= drop_fraction
                 type_edges[name] = net[keep].reset_index(drop=True)
-                part = _simulate_clean(_grn(type_edges[name], all_genes), 1, cells_per_type)
+                part = simulate_clean(_grn(type_edges[name], all_genes), 1, cells_per_type)
                 parts.append(part.loc[all_genes])
             expr = pd.concat(parts, axis=1)
         expr = expr.loc[all_genes]
