@@ -17,7 +17,6 @@ import argparse
 import shutil
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import anndata as ad
@@ -27,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from gremln.cellstore import prepare
-from gremln.data import CellDataset, collate_packed
+from gremln.data import CellDataset
 from netinfer.store import GraphStore
 
 N_GENES, N_EDGES, EXPRESSED = 20_000, 1_000_000, 2_000
@@ -68,14 +67,8 @@ def make_stores(folder: Path, n_cells: int) -> None:
 
 
 def rate(folder: Path, workers: int, limit: int) -> float:
-    data = CellDataset(folder / "cells.zarr", folder / "graphs.zarr", split=None)
-    loader = torch.utils.data.DataLoader(
-        data,
-        batch_size=32,
-        num_workers=workers,
-        collate_fn=partial(collate_packed),
-        persistent_workers=False,
-    )
+    data = CellDataset(folder / "cells.zarr", folder / "graphs.zarr", split=None, batch_size=32)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers)
     started, seen = None, 0
     for number, batch in enumerate(loader):
         if number < 4 * max(1, workers):  # warm-up: worker start-up and graph loading excluded

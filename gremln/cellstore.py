@@ -291,7 +291,7 @@ def _create(group, vocabulary: GeneVocabulary) -> None:
         "schema_version": SCHEMA_VERSION,
         "n_bins": vocabulary.n_bins,
         "datasets": [],
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

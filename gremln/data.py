@@ -8,13 +8,18 @@ never is), with the true bins as targets (-100 elsewhere); and the cell's graph 
 genes, symmetrized, as local edges (CLS, position 0, is not part of the graph).
 
 Order: the cells of a split are read in blocks of ``block`` consecutive cells (one contiguous
-read each); blocks are shuffled, and cells within a block, per (seed, epoch). Blocks are dealt to
-ranks and then to workers round-robin, so shards never overlap and cover every cell. A position
-(cells already yielded by this shard) resumes an epoch where a checkpoint left it.
+read each); blocks are shuffled, and cells within a block, per (seed, epoch), and dealt to DDP
+ranks round-robin, so rank shards never overlap and cover every cell. A rank's cells form a
+sequence of units (cells, or batches of ``batch_size`` cells); loader workers take every
+``n_workers``-th unit starting at ``position`` + their id, which is the order in which the
+DataLoader collects them, so any number of workers yields exactly the units of a single process,
+in the same order. ``position`` (units already consumed in this epoch) resumes an epoch where a
+checkpoint left it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,17 +40,9 @@ class ShardSpec:
 
 
 def shard_blocks(
-    n_cells: int,
-    *,
-    block: int,
-    seed: int,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    worker: int,
-    n_workers: int,
+    n_cells: int, *, block: int, seed: int, epoch: int, rank: int, world_size: int
 ) -> list[np.ndarray]:
-    """The blocks of cell positions (into the split) one worker of one rank reads, in order."""
+    """The blocks of cell positions (into the split) one rank reads in an epoch, in order."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0x6F72646572]))  # "order"
     starts = np.arange(0, n_cells, block)
     starts = starts[rng.permutation(starts.size)]
@@ -53,8 +50,7 @@ def shard_blocks(
         np.arange(s, min(s + block, n_cells))[rng.permutation(min(block, n_cells - s))]
         for s in starts
     ]
-    mine = blocks[rank::world_size]
-    return mine[worker::n_workers]
+    return blocks[rank::world_size]
 
 
 class CellDataset(torch.utils.data.IterableDataset):
@@ -77,9 +73,13 @@ class CellDataset(torch.utils.data.IterableDataset):
     shard
         This process's DDP rank and world size (default: from torch.distributed when running).
     position
-        Cells this shard already yielded in this epoch (resume).
+        Units (cells, or batches) this rank already consumed in this epoch (resume).
     block
         Consecutive cells read at once.
+    batch_size
+        Yield collated batches of this many cells (``None``: single examples).
+    layout
+        ``packed`` (:func:`collate_packed`) or ``padded`` (:func:`collate_padded`) batches.
     """
 
     def __init__(
@@ -95,10 +95,16 @@ class CellDataset(torch.utils.data.IterableDataset):
         shard: ShardSpec | None = None,
         position: int = 0,
         block: int = 256,
+        batch_size: int | None = None,
+        layout: str = "packed",
     ):
         super().__init__()
         if not 0.0 <= mask_fraction < 1.0:
             raise ValueError(f"mask_fraction must be in [0, 1), not {mask_fraction}")
+        if layout not in ("packed", "padded"):
+            raise ValueError(f"layout must be 'packed' or 'padded', not {layout!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
         self.cells_path, self.graphs_path = str(cells_path), str(graphs_path)
         store = CellStore.open(self.cells_path)
         self.n_bins = store.vocabulary.n_bins
@@ -106,6 +112,7 @@ class CellDataset(torch.utils.data.IterableDataset):
         self.indices = np.flatnonzero(obs["split"] == split) if split else np.arange(len(obs))
         self.max_length, self.mask_fraction = max_length, mask_fraction
         self.seed, self.epoch, self.position, self.block = seed, epoch, position, block
+        self.batch_size, self.layout = batch_size, layout
         if (
             shard is None
             and torch.distributed.is_available()
@@ -145,24 +152,40 @@ class CellDataset(torch.utils.data.IterableDataset):
             epoch=self.epoch,
             rank=self.shard.rank,
             world_size=self.shard.world_size,
-            worker=worker,
-            n_workers=n_workers,
         )
-        skip = self.position // n_workers + (worker < self.position % n_workers)
-        for positions in blocks:
-            if skip >= len(positions):
-                skip -= len(positions)
-                continue
-            cells = self.indices[positions]
-            lo, hi = (
-                int(self._cells.offsets[cells.min()]),
-                int(self._cells.offsets[cells.max() + 1]),
-            )
-            gene_ids, bins = self._tokens[0][lo:hi], self._tokens[1][lo:hi]
-            for cell in cells[skip:]:
+        if not blocks:
+            return
+        order = np.concatenate(blocks)
+        block_ends = np.cumsum([len(b) for b in blocks])
+        size = self.batch_size or 1
+        read = {}  # block number -> its tokens (a unit spans at most a few blocks)
+        for unit in range(self.position + worker, -(-len(order) // size), n_workers):
+            start, stop = unit * size, min((unit + 1) * size, len(order))
+            first, last = np.searchsorted(block_ends, [start, stop - 1], side="right")
+            read = {
+                b: read[b] if b in read else self._read(blocks[b]) for b in range(first, last + 1)
+            }
+            examples = []
+            for at in range(start, stop):
+                number = int(np.searchsorted(block_ends, at, side="right"))
+                lo, gene_ids, bins = read[number]
+                cell = int(self.indices[order[at]])
                 span = slice(self._cells.offsets[cell] - lo, self._cells.offsets[cell + 1] - lo)
-                yield self.example(int(cell), gene_ids[span], bins[span])
-            skip = 0
+                examples.append(self.example(cell, gene_ids[span], bins[span]))
+            yield examples[0] if self.batch_size is None else self.collate(examples)
+
+    def _read(self, block: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """The tokens of a block of cells: one contiguous read."""
+        cells = self.indices[block]
+        lo = int(self._cells.offsets[cells.min()])
+        hi = int(self._cells.offsets[cells.max() + 1])
+        return lo, self._tokens[0][lo:hi], self._tokens[1][lo:hi]
+
+    def collate(self, examples: list[dict]) -> dict:
+        """A batch in this dataset's layout."""
+        if self.layout == "packed":
+            return collate_packed(examples)
+        return collate_padded(examples, pad_bin=self.n_bins)
 
     def example(self, cell: int, gene_ids: np.ndarray, bins: np.ndarray) -> dict:
         """One training example from a cell's stored tokens (deterministic per seed, epoch)."""
@@ -175,27 +198,24 @@ class CellDataset(torch.utils.data.IterableDataset):
         tokens = np.concatenate([[CLS], gene_ids]).astype(np.int64)
         inputs = np.concatenate([[self.n_bins + 2], np.where(masked, self.n_bins + 1, bins)])
         targets = np.concatenate([[IGNORE], np.where(masked, bins, IGNORE)])
-        src, dst = self.subgraph(cell, gene_ids)
         return {
             "cell": cell,
             "gene_ids": torch.from_numpy(tokens),
             "bins": torch.from_numpy(inputs.astype(np.int64)),
             "targets": torch.from_numpy(targets.astype(np.int64)),
-            # int32: edges are most of a batch's bytes; CLS takes position 0
-            "edge_index": torch.from_numpy(np.stack([src, dst]).astype(np.int32) + 1),
+            # int32: edges are most of a batch's bytes
+            "edge_index": torch.from_numpy(self.subgraph(cell, gene_ids)),
         }
 
-    def subgraph(self, cell: int, gene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The cell's graph among its genes, symmetrized, in positions 0..n-1 of ``gene_ids``."""
+    def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
+        """The cell's graph among its genes, symmetrized: (2, E) int32 token positions (gene k of
+        ``gene_ids`` is at position k + 1, after CLS)."""
         graph_index = self._to_graph[gene_ids]
         in_graph = np.flatnonzero(graph_index >= 0)
         key = self._keys[cell]
         if key.startswith("assignment:"):  # a per-cell graph from netinfer integrate
             return self._assigned_subgraph(key.removeprefix("assignment:"), cell, graph_index)
-        # rows in vocabulary order: the scan then walks the graph forward (prefetch-friendly)
-        order = in_graph[np.argsort(graph_index[in_graph], kind="stable")]
-        src, dst, _ = self._graphs.subgraph(key, graph_index[order], symmetrize=True, weights=False)
-        return order[src], order[dst]
+        return self._graphs.undirected_edges(key, graph_index[in_graph], labels=in_graph + 1)
 
     def _assigned_subgraph(self, name: str, cell: int, graph_index: np.ndarray):
         if name not in self._assignments:
@@ -217,7 +237,7 @@ class CellDataset(torch.utils.data.IterableDataset):
             ),
             axis=0,
         )
-        return pairs[:, 0], pairs[:, 1]
+        return (pairs.T + 1).astype(np.int32)
 
 
 def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
@@ -246,14 +266,31 @@ def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
 def collate_packed(batch: list[dict]) -> dict:
     """Packed batch without padding: concatenated tokens, ``cu_seqlens`` (B + 1, int32, for
     variable-length attention kernels), ``max_seqlen``, and edges offset into the packed axis."""
-    lengths = torch.tensor([len(ex["gene_ids"]) for ex in batch])
-    starts = torch.cumsum(lengths, 0) - lengths
+    lengths = [len(ex["gene_ids"]) for ex in batch]
+    token_starts = np.concatenate([[0], np.cumsum(lengths)])
+    edge_starts = np.concatenate([[0], np.cumsum([ex["edge_index"].shape[1] for ex in batch])])
+    edges = _batch_tensor((2, int(edge_starts[-1])), torch.int32)
+    for ex, start, end, offset in zip(batch, edge_starts, edge_starts[1:], token_starts):
+        torch.add(ex["edge_index"], int(offset), out=edges[:, start:end])
+    tokens = {
+        name: torch.cat(
+            [ex[name] for ex in batch], out=_batch_tensor((int(token_starts[-1]),), torch.int64)
+        )
+        for name in ("gene_ids", "bins", "targets")
+    }
     return {
-        "gene_ids": torch.cat([ex["gene_ids"] for ex in batch]),
-        "bins": torch.cat([ex["bins"] for ex in batch]),
-        "targets": torch.cat([ex["targets"] for ex in batch]),
-        "cu_seqlens": torch.cat([torch.zeros(1), torch.cumsum(lengths, 0)]).to(torch.int32),
-        "max_seqlen": int(lengths.max()),
-        "edge_index": torch.cat([ex["edge_index"] + int(s) for ex, s in zip(batch, starts)], dim=1),
+        **tokens,
+        "cu_seqlens": torch.from_numpy(token_starts.astype(np.int32)),
+        "max_seqlen": max(lengths),
+        "edge_index": edges,
         "cells": torch.tensor([ex["cell"] for ex in batch]),
     }
+
+
+def _batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """An output tensor for a batch; in a loader worker, in shared memory from the start (as
+    torch's default collate does) so that sending it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)

@@ -102,3 +102,77 @@ def test_packed_and_padded_batches_hold_the_same_cells(stores):
         assert torch.equal(padded["edge_index"][1:, mine], batch[row]["edge_index"])
     assert packed["edge_index"].shape[1] == padded["edge_index"].shape[1]
     assert (packed["edge_index"] < packed["gene_ids"].numel()).all()
+
+
+def test_batches_are_the_same_with_any_number_of_workers_and_resume(stores):
+    cells_path, graphs_path = stores
+    common = dict(split=None, seed=5, block=16, batch_size=7, layout="padded", max_length=40)
+    single = list(CellDataset(cells_path, graphs_path, **common))
+    assert all(len(b["cells"]) == 7 for b in single[:-1])
+
+    def loaded(**extra):
+        data = CellDataset(cells_path, graphs_path, **common, **extra)
+        return list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=2))
+
+    workers = loaded()
+    assert [b["cells"].tolist() for b in workers] == [b["cells"].tolist() for b in single]
+    for name in ("gene_ids", "bins", "targets", "padding_mask", "edge_index"):
+        assert all(torch.equal(a[name], b[name]) for a, b in zip(workers, single))
+    resumed = loaded(position=5)  # an odd position: worker 0 must take unit 5
+    assert [b["cells"].tolist() for b in resumed] == [b["cells"].tolist() for b in single[5:]]
+
+
+def test_integrated_graph_mode_gives_each_cell_its_own_graph(stores, tmp_path):
+    from netinfer.datasets import pbmc68k_counts
+
+    _, graphs_path = stores
+    adata = pbmc68k_counts()
+    adata.write_h5ad(tmp_path / "pbmc.h5ad")
+    graphs = GraphStore.open(graphs_path, "a")
+    rng = np.random.default_rng(7)
+    n_genes = len(graphs.genes)
+    union = np.unique(rng.integers(0, n_genes, size=(4000, 2)), axis=0)
+    union = union[union[:, 0] != union[:, 1]]
+    per_graph = [np.sort(rng.choice(len(union), size=n, replace=False)) for n in (300, 900, 0)]
+    graph_index = rng.integers(0, 3, size=adata.n_obs)
+    graphs.add_assignment(
+        "pbmc",
+        graphs=per_graph,
+        cells=adata.obs_names,
+        graph_index=graph_index,
+        weights=np.ones((adata.n_obs, 1)),
+        cell_types=["any"],
+        edge_rows=union[:, 0],
+        edge_cols=union[:, 1],
+        overwrite=True,
+    )
+    graphs.close()
+    cells_path = tmp_path / "cells.zarr"
+    prepare(
+        tmp_path / "pbmc.h5ad",
+        cells_path,
+        graphs_path=graphs_path,
+        cell_type_key="bulk_labels",
+        graph_mode="integrated",
+        n_bins=11,
+        **QC,
+    )
+    store = CellStore.open(cells_path)
+    assert set(store.obs["graph_key"]) == {"assignment:pbmc"}
+    row_of = {cell: i for i, cell in enumerate(adata.obs_names)}
+    vocab_genes = np.asarray(store.vocabulary.genes)
+    graph_genes = np.asarray(GraphStore.open(graphs_path).genes)
+    data = CellDataset(cells_path, graphs_path, split=None, max_length=80, seed=2)
+    sizes = set()
+    for ex in list(data)[:40]:
+        ids = store.cell(ex["cell"])[0][:80]
+        genes = list(vocab_genes[ids - 3])
+        edges = union[per_graph[graph_index[row_of[store.obs["cell_id"].iloc[ex["cell"]]]]]]
+        expected = set()
+        for a, b in graph_genes[edges]:
+            if a in genes and b in genes:
+                i, j = genes.index(a) + 1, genes.index(b) + 1
+                expected |= {(i, j), (j, i)}
+        assert set(map(tuple, ex["edge_index"].T.tolist())) == expected
+        sizes.add(len(expected) > 0)
+    assert sizes == {True, False}  # cells with and without edges among their genes

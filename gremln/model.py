@@ -1,0 +1,308 @@
+"""The GREmLN model: gene and rank embeddings, transformer blocks whose queries are diffused over
+each cell's regulatory subgraph, and a decoder to rank bins (paper sections 3.1-3.4, A.5).
+
+Input is a batch from :mod:`gremln.data`, padded (``padding_mask``) or packed (``cu_seqlens``).
+Each token is a gene id and its rank bin; the two embeddings (d/2 each) are concatenated. The
+first token of every cell is CLS, which has no edges and so is left unchanged by the diffusion.
+In ``diffusion`` attention the queries, after their projection, are replaced by
+``exp(-beta L) Q`` with L the normalized Laplacian of the cell's graph (the same operator for every
+head; keys and values are not diffused); ``vanilla`` attention skips that step (the ablation).
+
+Attention kernels: PyTorch's ``scaled_dot_product_attention`` with a key-padding mask; for packed
+batches on CUDA, flash-attn's variable-length kernel when it is importable (otherwise packed
+batches are scattered into a padded layout for the same kernel, and back).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gremln.data import IGNORE
+from gremln.diffusion import GraphDiffusion, chebyshev_order
+from gremln.tokenize import GeneVocabulary
+
+try:  # optional: the CUDA-only variable-length kernel for packed batches
+    from flash_attn import flash_attn_varlen_func
+except ImportError:
+    flash_attn_varlen_func = None
+
+ATTENTION_MODES = ("diffusion", "vanilla")
+
+
+@dataclass
+class GremlnConfig:
+    """Architecture; saved with every checkpoint (``config.json``).
+
+    Parameters
+    ----------
+    n_genes
+        Gene vocabulary size, special tokens included.
+    n_bins
+        Rank bins 0..n_bins-1 (the decoder's classes); the bin vocabulary adds PAD, MASK, CLS.
+    d_model, n_layers, n_heads
+        Width, transformer blocks, attention heads.
+    mlp_ratio
+        Hidden width of the feed-forward layer, in multiples of ``d_model``.
+    dropout
+        Dropout of the residual branches (training only).
+    attention_dropout
+        Dropout of the attention weights (training only; above 0 it rules out PyTorch's fused
+        CPU kernels, about 5x slower there).
+    attention
+        ``diffusion`` (the GREmLN layer) or ``vanilla`` (no graph: the ablation).
+    beta
+        Diffusion time of exp(-beta L).
+    tol
+        Largest error of the Chebyshev approximation of the kernel; sets its order.
+    """
+
+    n_genes: int
+    n_bins: int = 100
+    d_model: int = 512
+    n_layers: int = 3
+    n_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    attention: str = "diffusion"
+    beta: float = 0.1
+    tol: float = 1e-6
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
+        if self.d_model % self.n_heads or self.d_model % 2:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})"
+            )
+        if self.n_genes < 4 or self.n_bins < 2:
+            raise ValueError(f"n_genes ({self.n_genes}) and n_bins ({self.n_bins}) are too small")
+
+    @property
+    def chebyshev_order(self) -> int:
+        """The Chebyshev order K that ``beta`` and ``tol`` give (reported by the trainer)."""
+        return chebyshev_order(self.beta, self.tol)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GremlnConfig:
+        """A config from a mapping; unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class Layout:
+    """How a batch's tokens are laid out: padded (B, L) with a key-padding mask, or packed (N,)
+    with cumulative sequence lengths. Built once per batch, shared by every layer."""
+
+    def __init__(self, batch: dict, device: torch.device):
+        self.packed = "cu_seqlens" in batch
+        if self.packed:
+            self.cu_seqlens = batch["cu_seqlens"].to(device, torch.int32)
+            self.max_seqlen = int(batch["max_seqlen"])
+            lengths = self.cu_seqlens.diff().long()
+            self.n_tokens = int(self.cu_seqlens[-1])
+            # packed token -> (cell, position): used to fall back to the padded kernel
+            self.cell = torch.repeat_interleave(
+                torch.arange(lengths.numel(), device=device), lengths
+            )
+            self.position = (
+                torch.arange(self.n_tokens, device=device) - self.cu_seqlens[self.cell].long()
+            )
+            self.padding_mask = torch.ones(
+                lengths.numel(), self.max_seqlen, dtype=torch.bool, device=device
+            )
+            self.padding_mask[self.cell, self.position] = False
+        else:
+            self.padding_mask = batch["padding_mask"].to(device)
+        # for scaled_dot_product_attention: True = this key takes part
+        self.attend = ~self.padding_mask[:, None, None, :]
+
+    def diffusion(self, batch: dict, config: GremlnConfig, device) -> GraphDiffusion:
+        edges = batch["edge_index"].to(device)
+        if self.packed:
+            return GraphDiffusion.from_packed(
+                edges, self.n_tokens, beta=config.beta, tol=config.tol
+            )
+        size, length = self.padding_mask.shape
+        return GraphDiffusion.from_padded(edges, size, length, beta=config.beta, tol=config.tol)
+
+    def to_padded(self, x: torch.Tensor) -> torch.Tensor:
+        padded = x.new_zeros(self.padding_mask.shape + x.shape[1:])
+        padded[self.cell, self.position] = x
+        return padded
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; queries diffused over the cell graph when one is given."""
+
+    def __init__(self, config: GremlnConfig):
+        super().__init__()
+        self.n_heads, self.dropout = config.n_heads, config.attention_dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x, layout: Layout, diffusion: GraphDiffusion | None) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if diffusion is not None:
+            q = diffusion(q)  # Phi_L(Q): only the queries, after their projection
+        dropout = self.dropout if self.training else 0.0
+        if layout.packed and flash_attn_varlen_func is not None and x.is_cuda:
+            heads = [t.unflatten(-1, (self.n_heads, -1)) for t in (q, k, v)]
+            args = (layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen)
+            return self.out(flash_attn_varlen_func(*heads, *args, dropout_p=dropout).flatten(-2))
+        if layout.packed:
+            q, k, v = (layout.to_padded(t) for t in (q, k, v))
+        q, k, v = (t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attend, dropout_p=dropout)
+        y = y.transpose(1, 2).flatten(-2)
+        if layout.packed:
+            y = y[layout.cell, layout.position]
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention and a GELU feed-forward layer, each residual."""
+
+    def __init__(self, config: GremlnConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.d_model)
+        self.attention = Attention(config)
+        self.norm2 = nn.LayerNorm(config.d_model)
+        hidden = config.mlp_ratio * config.d_model
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, hidden), nn.GELU(), nn.Linear(hidden, config.d_model)
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, layout: Layout, diffusion: GraphDiffusion | None) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.norm1(x), layout, diffusion))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class GremlnModel(nn.Module):
+    """GREmLN: embeddings, ``n_layers`` blocks, and a decoder from hidden states to rank bins.
+
+    Parameters
+    ----------
+    config
+        The architecture.
+    vocabulary
+        The gene vocabulary the model was trained with (saved alongside the weights).
+    """
+
+    def __init__(self, config: GremlnConfig, vocabulary: GeneVocabulary | None = None):
+        super().__init__()
+        if vocabulary is not None and (len(vocabulary), vocabulary.n_bins) != (
+            config.n_genes,
+            config.n_bins,
+        ):
+            raise ValueError(
+                f"vocabulary has {len(vocabulary)} tokens and {vocabulary.n_bins} bins; the "
+                f"config has n_genes={config.n_genes}, n_bins={config.n_bins}"
+            )
+        self.config, self.vocabulary = config, vocabulary
+        half = config.d_model // 2
+        self.gene_embedding = nn.Embedding(config.n_genes, half)
+        self.bin_embedding = nn.Embedding(config.n_bins + 3, half)  # + PAD, MASK, CLS bins
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.decoder = nn.Linear(config.d_model, config.n_bins)
+        self.apply(_init_weights)
+
+    def forward(self, batch: dict) -> dict:
+        """Hidden states of every token, and the masked-rank objective when the batch has targets.
+
+        Returns
+        -------
+        dict
+            ``hidden``: (B, L, d) for a padded batch, (N, d) for a packed one. With ``targets``
+            in the batch also ``loss`` (mean cross-entropy over masked positions; the decoder
+            runs on those positions only), ``n_masked`` and ``n_correct`` (tensors).
+        """
+        device = self.gene_embedding.weight.device
+        layout = Layout(batch, device)
+        x = torch.cat(
+            [
+                self.gene_embedding(batch["gene_ids"].to(device)),
+                self.bin_embedding(batch["bins"].to(device)),
+            ],
+            dim=-1,
+        )
+        diffusion = None
+        if self.config.attention == "diffusion":
+            diffusion = layout.diffusion(batch, self.config, device)
+        for block in self.blocks:
+            x = block(x, layout, diffusion)
+        out = {"hidden": self.norm(x)}
+        if "targets" in batch:
+            targets = batch["targets"].to(device)
+            masked = targets != IGNORE
+            logits = self.decoder(out["hidden"][masked]).float()
+            out["n_masked"] = masked.sum()
+            # a sum over a clamped count: a batch without masked positions gives 0, not NaN
+            total = F.cross_entropy(logits, targets[masked], reduction="sum")
+            out["loss"] = total / out["n_masked"].clamp(min=1)
+            out["n_correct"] = (logits.argmax(-1) == targets[masked]).sum()
+        return out
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``vocabulary.json`` (atomically: into
+        a temporary folder renamed into place)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        staging = directory.with_name(f".{directory.name}.tmp")
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(weights, str(staging / "model.safetensors"))
+        if self.vocabulary is not None:
+            self.vocabulary.save(staging / "vocabulary.json")
+        _replace_directory(staging, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, *, map_location="cpu") -> GremlnModel:
+        """Load a model written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"{directory}: no config.json (not a saved GREmLN model)")
+        config = GremlnConfig.from_dict(json.loads(config_path.read_text()))
+        vocab_path = directory / "vocabulary.json"
+        vocabulary = GeneVocabulary.load(vocab_path) if vocab_path.exists() else None
+        model = cls(config, vocabulary)
+        model.load_state_dict(load_file(str(directory / "model.safetensors"), device=map_location))
+        return model.to(map_location)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, replacing an existing directory (old one removed last)."""
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
