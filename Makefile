@@ -34,6 +34,7 @@ bench: $(VENV)/.bench
 	$(PY) bench/integration_quality.py
 	$(PY) bench/integration_scale.py
 	$(PY) bench/loader_speed.py
+	$(PY) bench/gremln_speed.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

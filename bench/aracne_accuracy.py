@@ -3,10 +3,14 @@
 What is measured
 ----------------
 Data sets (``bench/simulate.py``): the synthetic network 1000 genes x 300 samples x 100
-regulators, scanpy's krumsiek11, SERGIO with 1 and 3 cell types, and a deeper SERGIO
-cascade (six hubs; longest path 6 in the simulated DAG, vs 3). On each, these methods run:
+regulators, the same with half of its responses U-shaped (non-monotone), scanpy's
+krumsiek11, SERGIO with 1 and 3 cell types, and a deeper SERGIO cascade (six hubs; longest
+path 6 in the simulated DAG, vs 3). On each, these methods run:
 
-* ``netinfer default``: all defaults;
+* ``netinfer default``: all defaults (adaptive-partitioning MI, ``estimator="apmi"``);
+* ``GCMI default``: all defaults with ``estimator="gcmi"`` (Gaussian-copula MI);
+* ``APMI single run`` / ``GCMI single run``: each estimator with ``resamples=0`` (one
+  network on all samples, no consolidation);
 * ``ARACNe-AP-like``: bootstrap resampling, Poisson consolidation, DPI, ARACNe-AP leaf
   rule, p < 1e-8;
 * ``ARACNe3-like``: subsampling, binomial consolidation, MaxEnt pruning, ARACNe3 leaf
@@ -71,6 +75,9 @@ from simulate import (  # noqa: E402
 
 CONFIGS: dict[str, dict] = {
     "netinfer default": {},
+    "GCMI default": dict(estimator="gcmi"),
+    "APMI single run": dict(resamples=0),
+    "GCMI single run": dict(estimator="gcmi", resamples=0),
     "ARACNe-AP-like": dict(
         resampling="bootstrap",
         consolidation="poisson",
@@ -91,6 +98,10 @@ CONFIGS: dict[str, dict] = {
 
 COMMON = dict(resamples=20, seed=0, threads=2, progress=False)
 BASELINE = "|Spearman|"
+SIDE_BY_SIDE = {  # estimator -> its method at otherwise equal settings
+    "default": ("netinfer default", "GCMI default"),
+    "single run": ("APMI single run", "GCMI single run"),
+}
 
 
 def load_impl(spec: str) -> Callable:
@@ -301,8 +312,38 @@ def format_report(results: Sequence[tuple[dict, list]], impl: str) -> str:
         "",
         markdown_table(overall),
         "",
+        "### The estimators side by side (APMI = adaptive partitioning, GCMI = Gaussian copula; "
+        "time ratio = APMI s / GCMI s)",
+        "",
+        markdown_table(estimator_comparison(results)),
+        "",
     ]
     return "\n".join(lines)
+
+
+def estimator_comparison(results: Sequence[tuple[dict, list]]) -> list[dict]:
+    """F1, AUPR and time of APMI and GCMI at the same settings, per data set and setting."""
+    rows = []
+    for info, metrics in results:
+        by_method = {r["method"]: r for r in metrics}
+        for setting, (apmi, gcmi) in SIDE_BY_SIDE.items():
+            if apmi not in by_method or gcmi not in by_method:
+                continue
+            a, g = by_method[apmi], by_method[gcmi]
+            rows.append(
+                {
+                    "data set": info["name"],
+                    "setting": setting,
+                    "F1 APMI": f3(a["f1"]),
+                    "F1 GCMI": f3(g["f1"]),
+                    "AUPR APMI": f3(a["aupr"]),
+                    "AUPR GCMI": f3(g["aupr"]),
+                    "s APMI": f"{a['seconds']:.2f}",
+                    "s GCMI": f"{g['seconds']:.2f}",
+                    "time ratio": f"{a['seconds'] / g['seconds']:.1f}x" if g["seconds"] else "n/a",
+                }
+            )
+    return rows
 
 
 def _fmt(r: dict) -> dict:

@@ -19,18 +19,13 @@ code rounds it to bfloat16), and the cell length is the padded length (the publi
 takes per-cell lengths; padding positions have no edges, so real rows are unaffected). A graph
 without edges gets self-loops on every node, as the published code does to avoid an empty one.
 
-Usage: python bench/published_diffusion.py [--cells 32] [--length 2048] [--edges 20000]
+Used by ``bench/gremln_speed.py`` and ``tests/test_diffusion.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import numpy as np
 import torch
-
-from gremln.diffusion import GraphDiffusion
 
 QUADRATURE_NODES = 100
 
@@ -103,45 +98,3 @@ def random_batch(cells: int, length: int, edges: int, seed: int = 0) -> list[tor
         pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0).T
         batch.append(torch.from_numpy(np.concatenate([pairs, pairs[::-1]], axis=1)))
     return batch
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=32)
-    parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--edges", type=int, default=20_000, help="directed edges per cell")
-    parser.add_argument("--features", type=int, default=512)
-    parser.add_argument("--beta", type=float, default=0.1)
-    args = parser.parse_args()
-    edges = random_batch(args.cells, args.length, args.edges)
-    q = torch.randn(args.cells, args.length, args.features)
-    padded = torch.cat(
-        [torch.cat([torch.full((1, e.shape[1]), row), e]) for row, e in enumerate(edges)], dim=1
-    )
-
-    start = time.perf_counter()
-    published = published_diffusion(q, edges, beta=args.beta)
-    published_s = time.perf_counter() - start
-    start = time.perf_counter()
-    diffusion = GraphDiffusion.from_padded(padded, args.cells, args.length, beta=args.beta)
-    build_s = time.perf_counter() - start
-    diffusion(q)  # first call builds the CSR operator
-    start = time.perf_counter()
-    ours = diffusion(q)
-    apply_s = time.perf_counter() - start
-    c0_half = float(published_coefficients(args.beta, 64)[0]) / 2
-    # nodes without edges differ by more: the published operator is exp(-beta) + c_0 / 2 there
-    with_edges = diffusion.active.reshape(-1)
-    bug = (published - ours - c0_half * q).reshape(args.cells * args.length, -1)[with_edges]
-    print(
-        f"{args.cells} cells x {args.length} tokens x {args.edges} edges, F = {args.features}, "
-        f"beta = {args.beta}\n"
-        f"published (K = 64, per-cell loop): {published_s:.3f} s\n"
-        f"ours (K = {diffusion.order}): build {build_s:.3f} s, apply {apply_s:.3f} s\n"
-        f"max |published - ours - {c0_half:.4f} q| over nodes with edges: "
-        f"{float(bug.abs().max()):.2e}"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,8 @@ Data sets
     has triangles to resolve. About 70% of all genes have at least one regulator; each
     regulated gene is a noisy, partly nonlinear (linear, tanh, Hill-like, exponential,
     AND-like product) function of 1-3 regulators. Expression is log-normal and positive.
+    With ``nonmonotone > 0`` that fraction of the responses is U-shaped (z^2), a dependence
+    that a copula correlation (GCMI) cannot see and adaptive partitioning can.
 ``krumsiek11``
     scanpy's simulated myeloid progenitors (640 cells x 11 genes) and the coupling list
     of the Boolean model it was simulated from.
@@ -118,8 +120,8 @@ def _response(z: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     ----------
     z : ndarray
         Standardised regulator activity, one value per sample.
-    kind : {"linear", "tanh", "hill", "exp"}
-        Shape of the response.
+    kind : {"linear", "tanh", "hill", "exp", "square"}
+        Shape of the response ("square" is U-shaped, the only non-monotone one).
     rng : numpy.random.Generator
         Source of the response's random parameters.
 
@@ -136,10 +138,14 @@ def _response(z: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-rng.uniform(2.0, 4.0) * (z - rng.uniform(-0.7, 0.7))))
     if kind == "exp":
         return np.exp(rng.uniform(0.5, 0.9) * z)
+    if kind == "square":
+        return z * z
     raise ValueError(kind)
 
 
-def _drive(parents: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+def _drive(
+    parents: np.ndarray, rng: np.random.Generator, noise: float, nonmonotone: float = 0.0
+) -> np.ndarray:
     """Latent activity of a gene driven by the given regulators' activities.
 
     Parameters
@@ -150,6 +156,9 @@ def _drive(parents: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
         Random source.
     noise : float
         Standard deviation of the Gaussian noise added to the standardised signal.
+    nonmonotone : float
+        Probability that a response is U-shaped instead (no extra draws when 0, so the
+        monotone data sets are unchanged).
 
     Returns
     -------
@@ -159,6 +168,8 @@ def _drive(parents: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
     kinds = rng.choice(
         ["linear", "tanh", "hill", "exp"], size=len(parents), p=[0.3, 0.3, 0.25, 0.15]
     )
+    if nonmonotone > 0:
+        kinds = np.where(rng.random(len(parents)) < nonmonotone, "square", kinds)
     terms = [
         rng.choice([-1.0, 1.0], p=[0.35, 0.65]) * _standardize(_response(z, k, rng))
         for z, k in zip(parents, kinds, strict=True)
@@ -181,6 +192,7 @@ def synthetic_grn(
     seed: int = 0,
     frac_regulated: float = 0.7,
     noise: tuple[float, float] = (0.5, 1.0),
+    nonmonotone: float = 0.0,
     cache: bool = True,
 ) -> Dataset:
     """Simulate expression from a random regulatory network.
@@ -210,6 +222,8 @@ def synthetic_grn(
     noise : tuple of float
         Range of the per-gene noise standard deviation relative to the unit-variance
         signal.
+    nonmonotone : float
+        Fraction of responses that are U-shaped (z^2) rather than monotone.
     cache : bool
         Read from / write to :data:`CACHE_DIR`.
 
@@ -235,6 +249,8 @@ def synthetic_grn(
         noise=list(noise),
         version=1,
     )
+    if nonmonotone > 0:  # keyed only when used: the monotone data sets keep their cache
+        params["nonmonotone"] = nonmonotone
 
     def build() -> Dataset:
         rng = np.random.default_rng(seed)
@@ -251,7 +267,7 @@ def synthetic_grn(
             k = min(len(pool), rng.choice([1, 2], p=[0.6, 0.4]))
             parents = rng.choice(pool, size=k, replace=False)
             depth[i] = depth[parents].max() + 1
-            act[i] = _drive(act[parents], rng, rng.uniform(*noise))
+            act[i] = _drive(act[parents], rng, rng.uniform(*noise), nonmonotone)
             edges += [(int(p), i) for p in parents]
 
         n_targets = n_genes - n_regulators
@@ -265,7 +281,7 @@ def synthetic_grn(
                 continue
             k = rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])
             parents = rng.choice(n_regulators, size=k, replace=False, p=pref)
-            act[g] = _drive(act[parents], rng, rng.uniform(*noise))
+            act[g] = _drive(act[parents], rng, rng.uniform(*noise), nonmonotone)
             edges += [(int(p), g) for p in parents]
 
         mu = rng.normal(2.0, 1.0, size=n_genes)
@@ -762,6 +778,9 @@ def all_datasets(quick: bool = False) -> dict:
     """Zero-argument builders of every benchmark data set, by display name."""
     cases = {
         "synthetic 1000x300x100": lambda: synthetic_grn(1000, 300, 100, seed=0),
+        "synthetic 1000x300x100, half the responses U-shaped": lambda: synthetic_grn(
+            1000, 300, 100, seed=0, nonmonotone=0.5
+        ),
         "krumsiek11": krumsiek11,
         "SERGIO 1 type": lambda: sergio_case(1, seed=0),
         "SERGIO 3 types": lambda: sergio_case(3, seed=0),

@@ -14,12 +14,30 @@ from rich.table import Table
 
 from cli.options import add_qc_arguments, qc_options
 
+ESTIMATOR_NAMES = {
+    "apmi": "adaptive partitioning (ARACNe), simulated null",
+    "gcmi": "Gaussian copula, analytic null",
+}
+
 RESAMPLING_HELP = """\
 resampling (default: 100 subsamples of 63.2%% of the samples, without replacement):
   subsampling has no duplicated samples, so the null model for the subsample size is exact;
   bootstrap duplicates look like dependence to the adaptive partitioning and need a much
   higher MI threshold for the same p-value (netinfer accounts for this; ARACNe-AP does not).
+  With --estimator gcmi a bootstrap's duplicates act as weights, and its analytic null uses the
+  bootstrap's effective sample size (about half the samples).
 """
+
+
+def _add_estimator_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--estimator",
+        choices=["apmi", "gcmi"],
+        default="apmi",
+        help="MI estimator. apmi: ARACNe's adaptive partitioning with a simulated null; sees "
+        "monotone and non-monotone dependence. gcmi: Gaussian-copula MI (Ince et al. 2017) with "
+        "an analytic null; monotone dependence only, at a fraction of the cost (default: apmi)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "aracne",
         help="infer a regulatory network with ARACNe",
-        description="Infer a regulator -> target network with ARACNe: adaptive-partitioning "
-        "mutual information on ranks, a threshold from a null model, DPI pruning, and "
-        "consolidation of resampled networks.",
+        description="Infer a regulator -> target network with ARACNe: mutual information on "
+        "ranks (adaptive partitioning, or Gaussian copula with --estimator gcmi), a threshold "
+        "from a null model, DPI pruning, and consolidation of resampled networks.",
         epilog=RESAMPLING_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a graph of the same name in --store"
     )
     run.add_argument("--layer", metavar="L", help="AnnData layer to use instead of X")
+    _add_estimator_argument(run)
+    run.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="with --estimator gcmi: subtract Ince et al.'s analytic bias from every MI",
+    )
     run.add_argument(
         "--resamples",
         type=int,
@@ -131,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "--leaf-rule",
         choices=["aracne-ap", "aracne3"],
         default="aracne-ap",
-        help="smallest cell tested for a split: 3 points (aracne-ap) or 4 (aracne3) "
+        help="apmi: smallest cell tested for a split: 3 points (aracne-ap) or 4 (aracne3) "
         "(default: aracne-ap)",
     )
     run.add_argument(
@@ -267,6 +291,7 @@ def _celltype_parser(commands) -> None:
         help="pool each cell with its K nearest neighbours in its cluster (for shallow cells)",
     )
     run.add_argument("--resamples", type=int, default=20, help="ARACNe per cluster (default: 20)")
+    _add_estimator_argument(run)
     run.add_argument("--fdr", type=float, default=0.05, help="consensus BH FDR (default: 0.05)")
     run.add_argument(
         "--keep-cluster-networks", action="store_true", help="also store every cluster network"
@@ -378,6 +403,8 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
             expr.X,
             expr.genes,
             regulators,
+            estimator=args.estimator,
+            bias_correction=args.bias_correction,
             resamples=args.resamples,
             resampling="bootstrap" if args.bootstrap else "subsample",
             subsample_fraction=args.subsample,
@@ -441,6 +468,7 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
         ),
         ("samples", f"{summary['samples']:,} ({summary['resample_size']:,} per resample)"),
         ("regulators", f"{summary['regulators']:,}"),
+        ("estimator", ESTIMATOR_NAMES[args.estimator]),
         ("threshold", threshold),
         ("edges per resample", spread),
         ("final edges", f"{summary['final_edges']:,}"),
@@ -643,6 +671,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 metacells=args.metacells,
                 resamples=args.resamples,
                 fdr=args.fdr,
+                estimator=args.estimator,
                 keep_cluster_networks=args.keep_cluster_networks,
                 client=client,
                 work_dir=args.work_dir or f"{store_path}.work",

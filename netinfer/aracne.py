@@ -1,10 +1,19 @@
 """ARACNe over arrays, and its AnnData wrapper.
 
 One ARACNe run: for each resample of the samples, rank every gene (random tie-breaking), compute the
-adaptive-partitioning MI of every regulator against every gene, keep the pairs above the null
-model's threshold (or Benjamini-Hochberg FDR), prune indirect edges by DPI; then consolidate the
-resampled networks into one network with per-edge significance. Final MI and Spearman correlation
-are computed on all samples.
+MI of every regulator against every gene, keep the pairs above the null model's threshold (or
+Benjamini-Hochberg FDR), prune indirect edges by DPI; then consolidate the resampled networks into
+one network with per-edge significance. Final MI and Spearman correlation are computed on all
+samples.
+
+Two MI estimators, chosen with ``estimator``; every later step is the same for both:
+
+- ``"apmi"`` (default): ARACNe's adaptive partitioning of the rank square
+  (``netinfer.mi.apmi``), with a simulated null (``netinfer.mi.null``). It sees any dependence that
+  shows in the ranks, monotone or not.
+- ``"gcmi"``: Gaussian-copula MI (``netinfer.mi.gcmi``), -0.5 ln(1 - r^2) of the normal scores of
+  the ranks, with an analytic null. All pairs are one matrix product, and no null is simulated, so
+  a run costs a fraction; it sees monotone dependence only.
 
 Defaults, and why:
 
@@ -47,6 +56,13 @@ from netinfer.mi.apmi import (
     random_tie_ranks,
     rank_codes,
 )
+from netinfer.mi.gcmi import (
+    copula_normalize,
+    effective_sample_size,
+    gcmi_null,
+    gcmi_pairs,
+    gcmi_regulators,
+)
 from netinfer.mi.null import (
     DEFAULT_NULL_PAIRS,
     benjamini_hochberg_cutoff,
@@ -58,11 +74,24 @@ from netinfer.prune import PRUNING_RULES, prune
 
 FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples ranking
 
+#: The MI estimators: adaptive partitioning (ARACNe's) and Gaussian-copula MI.
+ESTIMATORS = ("apmi", "gcmi")
+
+
+def check_estimator(estimator: str, bias_correction: bool = False) -> None:
+    """Raise ValueError for an unknown estimator, or a bias correction it does not have."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
+    if bias_correction and estimator != "gcmi":
+        raise ValueError("bias_correction applies to estimator='gcmi' only")
+
 
 @dataclass(frozen=True)
 class AracneSettings:
     """Everything a resample needs besides the data; recorded with the result."""
 
+    estimator: str = "apmi"
+    bias_correction: bool = False
     resamples: int = 100
     resampling: str = "subsample"
     subsample_fraction: float = 0.632
@@ -78,6 +107,7 @@ class AracneSettings:
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid option."""
+        check_estimator(self.estimator, self.bias_correction)
         if self.resamples < 0:
             raise ValueError(f"resamples must be >= 0, not {self.resamples}")
         if self.resampling not in ("subsample", "bootstrap"):
@@ -111,6 +141,12 @@ class AracneSettings:
         """The resampling scheme actually run: ``"none"`` when there is one run on all samples."""
         return "none" if self.resamples == 0 else self.resampling
 
+    @property
+    def threshold_pvalue(self) -> float:
+        """The per-pair p-value of the MI threshold: ``pvalue``, or with FDR the level itself
+        (pairs above it can never be rejected, so it is a cheap pre-filter)."""
+        return self.pvalue if self.fdr is None else self.fdr
+
     def resample_size(self, n_samples: int) -> int:
         if self.scheme == "subsample":
             return subsample_size(n_samples, self.subsample_fraction)
@@ -124,7 +160,8 @@ class AracneResult:
     Attributes
     ----------
     edges
-        One row per edge: ``regulator``, ``target``, ``mi`` (nats, all samples), ``pvalue``
+        One row per edge: ``regulator``, ``target``, ``mi`` (nats, all samples, by the run's
+        estimator), ``pvalue``
         (Bonferroni-adjusted consolidation p-value; the MI null p-value when there is a single
         run), ``count`` (resamples containing the edge), ``scc`` (Spearman correlation),
         ``log_p`` (natural log of ``pvalue``); with ``full_output`` every pair and a
@@ -146,6 +183,42 @@ class AracneResult:
     recurrence: pd.DataFrame | None = None
 
 
+def _mi_matrix(values, reg_cols, settings: AracneSettings, rng) -> np.ndarray:
+    """MI of every regulator (rows) with every gene (columns); ``values`` is genes x samples."""
+    if settings.estimator == "gcmi":
+        scores = copula_normalize(values, rng)
+        return gcmi_regulators(scores, reg_cols, bias_correction=settings.bias_correction)
+    codes, depth = rank_codes(random_tie_ranks(values, rng))
+    return apmi_regulators(codes, reg_cols, depth, min_split_for(settings.leaf_rule))
+
+
+def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarray:
+    """MI of the gene pairs (first[k], second[k]); ``values`` is genes x samples."""
+    if settings.estimator == "gcmi":
+        scores = copula_normalize(values, rng)
+        return gcmi_pairs(scores, first, second, bias_correction=settings.bias_correction)
+    codes, depth = rank_codes(random_tie_ranks(values, rng))
+    return apmi_pairs(codes, first, second, depth, min_split_for(settings.leaf_rule))
+
+
+def _run_null(n_samples: int, settings: AracneSettings):
+    """The null model of a run: simulated for APMI, the analytic law for GCMI."""
+    if settings.estimator == "gcmi":
+        size = settings.resample_size(n_samples)
+        # bootstrap: the expected effective size of n draws with replacement, n^2 / (2n - 1);
+        # each resample then uses its own draws' size
+        effective = size**2 / (2 * size - 1) if settings.scheme == "bootstrap" else size
+        return gcmi_null(size, n_effective=effective, bias_correction=settings.bias_correction)
+    return null_model(
+        n_samples,
+        scheme=settings.scheme,
+        fraction=settings.subsample_fraction,
+        min_split=min_split_for(settings.leaf_rule),
+        seed=settings.seed,
+        n_pairs=settings.null_pairs,
+    )
+
+
 def _resample_network(
     resample: int, *, X, reg_cols, settings: AracneSettings, cutoff, null
 ) -> ResampleNetwork:
@@ -153,8 +226,15 @@ def _resample_network(
     stream = FULL_DATA_STREAM if settings.scheme == "none" else resample
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, stream]))
     idx = resample_indices(X.shape[0], settings.scheme, settings.subsample_fraction, rng)
-    codes, depth = rank_codes(random_tie_ranks(X[idx].T, rng))
-    mi = apmi_regulators(codes, reg_cols, depth, min_split_for(settings.leaf_rule))
+    mi = _mi_matrix(X[idx].T, reg_cols, settings, rng)
+    if settings.estimator == "gcmi" and settings.scheme == "bootstrap":
+        # duplicated draws act as weights: the law holds at this resample's own effective size
+        null = gcmi_null(
+            idx.size,
+            n_effective=effective_sample_size(idx),
+            bias_correction=settings.bias_correction,
+        )
+        cutoff = null.threshold(settings.threshold_pvalue)
     not_self = np.ones(mi.shape, dtype=bool)
     not_self[np.arange(reg_cols.size), reg_cols] = False
     n_tests = int(not_self.sum())
@@ -220,6 +300,8 @@ def aracne(
     genes: Sequence[str],
     regulators: Sequence[str],
     *,
+    estimator: str = "apmi",
+    bias_correction: bool = False,
     resamples: int = 100,
     resampling: str = "subsample",
     subsample_fraction: float = 0.632,
@@ -250,6 +332,13 @@ def aracne(
     regulators
         Candidate regulator ids (e.g. transcription factors); ids absent from ``genes`` are
         reported and ignored.
+    estimator
+        ``"apmi"``: ARACNe's adaptive-partitioning MI with a simulated null; sees monotone and
+        non-monotone dependence. ``"gcmi"``: Gaussian-copula MI with its analytic null; monotone
+        dependence only, at a fraction of the cost. See ``netinfer.mi.gcmi``.
+    bias_correction
+        With ``"gcmi"``: subtract Ince et al.'s analytic bias from every MI (the network is the
+        same, the reported MI values shift by about 1 / (2 n)).
     resamples
         Number of resampled networks to consolidate; 0 runs one network on all samples.
     resampling
@@ -271,9 +360,10 @@ def aracne(
     consolidation_pvalue
         Bonferroni-adjusted p-value below which a consolidated edge is kept.
     leaf_rule
-        ``"aracne-ap"`` (test cells of >= 3 points) or ``"aracne3"`` (>= 4).
+        ``"aracne-ap"`` (test cells of >= 3 points) or ``"aracne3"`` (>= 4); ``"apmi"`` only.
     null_pairs
-        Number of null MI values simulated for the threshold.
+        Number of null MI values simulated for the threshold (``"apmi"``; GCMI's null is
+        analytic).
     full_output
         Return every regulator-target pair, ranked by MI, with a ``significant`` column, instead
         of only the significant edges.
@@ -300,6 +390,8 @@ def aracne(
     if pvalue is None and fdr is None:
         fdr = AracneSettings.fdr
     settings = AracneSettings(
+        estimator=estimator,
+        bias_correction=bias_correction,
         resamples=resamples,
         resampling=resampling,
         subsample_fraction=subsample_fraction,
@@ -329,18 +421,9 @@ def aracne(
     if threads is not None:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        min_split = min_split_for(leaf_rule)
         size = settings.resample_size(n_samples)
-        null = null_model(
-            n_samples,
-            scheme=settings.scheme,
-            fraction=subsample_fraction,
-            min_split=min_split,
-            seed=seed,
-            n_pairs=null_pairs,
-        )
-        # pairs under the FDR level's own p-value can never be rejected: a cheap pre-filter
-        cutoff = null.threshold(pvalue if fdr is None else fdr)
+        null = _run_null(n_samples, settings)
+        cutoff = null.threshold(settings.threshold_pvalue)
         runs = list(range(max(1, resamples)))
         broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
         with tqdm(
@@ -378,7 +461,7 @@ def aracne(
         "resample_size": int(size),
         "null_resample_size": int(null.n_samples),
         "threshold": float(cutoff) if fdr is None else None,
-        "null_pairs": int(null.values.size),
+        "null_pairs": int(null.values.size) if estimator == "apmi" else 0,  # GCMI: analytic
         "edges_per_resample": [int(net.edge_ids.size) for net in networks],
         "final_edges": int(edges["significant"].sum()) if full_output else int(len(edges)),
         "tested_pairs": int(reg_cols.size * (n_genes - 1)),
@@ -407,8 +490,6 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         pvalue, keep = None, np.ones(ids.size, dtype=bool)
 
     full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
-    codes, depth = rank_codes(random_tie_ranks(X.T, full_rng))
-    min_split = min_split_for(settings.leaf_rule)
     if full_output:
         # every regulator-target pair, with what consolidation found for the pairs it saw
         n_pairs = reg_cols.size * n_genes
@@ -418,7 +499,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         seen_count[ids] = count
         significant = np.zeros(n_pairs, dtype=bool)
         significant[ids] = keep
-        mi = apmi_regulators(codes, reg_cols, depth, min_split).ravel()[pairs]
+        mi = _mi_matrix(X.T, reg_cols, settings, full_rng).ravel()[pairs]
         reg, gene, count, keep_mask = reg[pairs], gene[pairs], seen_count[pairs], significant[pairs]
         if pvalue is None:
             pvalue = null.pvalue(mi)
@@ -429,7 +510,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
     else:
         reg, gene = np.divmod(ids[keep], n_genes)
         count = count[keep]
-        mi = apmi_pairs(codes, reg_cols[reg], gene, depth, min_split)
+        mi = _mi_pairs(X.T, reg_cols[reg], gene, settings, full_rng)
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 

@@ -64,7 +64,11 @@ def map_ordered(client, function, items, *, broadcast: dict, on_done: Callable[[
     """
     from distributed import as_completed
 
-    shared = {name: client.scatter(value, broadcast=True) for name, value in broadcast.items()}
+    # hash=False: unique keys, so a later call scattering the same data never shares (and loses)
+    # the futures an earlier call releases
+    shared = {
+        name: client.scatter(value, broadcast=True, hash=False) for name, value in broadcast.items()
+    }
     futures = client.map(function, items, **shared, pure=False)
     position = {future.key: i for i, future in enumerate(futures)}
     results = [None] * len(futures)

@@ -11,8 +11,8 @@ counts -> QC and normalization -> Leiden clusters within each cell type -> ARACN
   normalizing. Use them when cells are shallow (a few thousand UMI or less): ARACNe's ranks then
   suffer from dropout ties. The pooled profiles overlap, so they are not independent samples;
   the consensus across clusters, not the per-cluster p-values, carries the statistics.
-- **Per-cluster ARACNe** on at most ``max_cells`` profiles (a seeded sample); clusters under
-  ``min_cells`` are skipped and recorded.
+- **Per-cluster ARACNe** on at most ``max_cells`` profiles (a seeded sample), with either MI
+  estimator (``estimator``); clusters under ``min_cells`` are skipped and recorded.
 - **Consensus**: an edge's recurrence k over a type's C cluster networks is tested against the
   chance of recurring that often given each cluster network's edge density (a binomial test with
   per-cluster densities: Poisson-binomial); Benjamini-Hochberg over all regulator-target pairs
@@ -44,7 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from netinfer.aracne import aracne
+from netinfer.aracne import aracne, check_estimator
 from netinfer.integrate import exclusion_probabilities
 from netinfer.io import InputError, atomic_write
 
@@ -344,6 +344,7 @@ def celltype_networks(
     metacells: int | None = None,
     resamples: int = 20,
     fdr: float = 0.05,
+    estimator: str = "apmi",
     aracne_options: dict | None = None,
     keep_cluster_networks: bool = False,
     client=None,
@@ -379,6 +380,9 @@ def celltype_networks(
         ARACNe resamples per cluster network.
     fdr
         Consensus Benjamini-Hochberg level.
+    estimator
+        MI estimator of the cluster networks: ``"apmi"`` (ARACNe's adaptive partitioning) or
+        ``"gcmi"`` (Gaussian-copula MI); see ``netinfer.aracne.aracne``.
     aracne_options
         More ``netinfer.aracne.aracne`` options for the cluster networks.
     keep_cluster_networks
@@ -400,6 +404,7 @@ def celltype_networks(
     ((cell type, cluster) -> ARACNe edges) and ``report``.
     """
     started = time.perf_counter()
+    check_estimator(estimator)  # before QC and clustering, not in the first cluster job
     if cell_type_key is not None and cell_type_key not in adata.obs:
         raise InputError(
             f"<AnnData>: no obs column {cell_type_key!r}; columns are: "
@@ -423,7 +428,12 @@ def celltype_networks(
         types = np.array([f"leiden_{label}" for label in labels], dtype=object)
     else:
         types = cells.obs[cell_type_key].astype(str).to_numpy()
-    options = {"resamples": resamples, "seed": seed, **(aracne_options or {})}
+    options = {
+        "resamples": resamples,
+        "seed": seed,
+        "estimator": estimator,
+        **(aracne_options or {}),
+    }
     if client is not None:
         options.setdefault("threads", 1)  # one job per worker thread
 
@@ -520,6 +530,7 @@ def celltype_networks(
             "metacells": metacells,
             "resamples": resamples,
             "fdr": fdr,
+            "estimator": options["estimator"],
             "aracne_options": aracne_options,
             "seed": seed,
         }

@@ -1,5 +1,8 @@
 """Data-processing-inequality pruning of a thresholded regulator x gene MI network.
 
+The rules only compare MI values, so they apply to either estimator (adaptive partitioning or
+Gaussian copula).
+
 In a triangle of regulator i, regulator j and target t whose three edges all passed the threshold,
 the weakest edge is taken to be indirect:
 

@@ -53,16 +53,17 @@ def test_same_seed_same_network_any_threads(planted):
     assert not np.array_equal(other_seed.edges["mi"], one.edges["mi"])
 
 
-def test_dask_local_cluster_gives_the_same_network(planted):
+@pytest.mark.parametrize("estimator", ["apmi", "gcmi"])
+def test_dask_local_cluster_gives_the_same_network(planted, estimator):
     X, genes, regulators, _ = planted
-    local = aracne(X, genes, regulators, **FAST).edges
+    local = aracne(X, genes, regulators, estimator=estimator, **FAST).edges
     client, close = prepare_client(workers=2, threads=1)
     try:
         assert len(client.scheduler_info()["workers"]) == 2
-        on_dask = aracne(X, genes, regulators, client=client, **FAST).edges
+        on_dask = aracne(X, genes, regulators, estimator=estimator, client=client, **FAST).edges
     finally:
         close()
-    pd.testing.assert_frame_equal(local, on_dask)
+    pd.testing.assert_frame_equal(local, on_dask, check_exact=True)
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,27 @@ def test_aracne_h5ad_layer_full_output_and_summary(files, capsys):
         assert text in err
 
 
+def test_aracne_with_the_gcmi_estimator(files, capsys):
+    tmp, tsv, regs, truth = files
+    out = tmp / "gcmi.txt"
+    common = ["aracne", str(tsv), "--regulators", str(regs), "--output", str(out)]
+    assert cli.main([*common, "--estimator", "gcmi", "--bias-correction", "--resamples", "6"]) == 0
+    network = pd.read_csv(out, sep="\t")
+    found = set(zip(network["Regulator"], network["Target"]))
+    assert len(found) >= 20
+    assert len({e for e in found if e in truth or e[::-1] in truth}) >= 0.95 * len(found)
+    assert "Gaussian copula" in capsys.readouterr().err
+    assert cli.main([*common, "--bias-correction", *FAST]) == 2  # apmi has no bias correction
+    assert "bias_correction applies to estimator='gcmi'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([*common, "--estimator", "pearson"])
+    assert "invalid choice: 'pearson'" in capsys.readouterr().err
+    celltype = cli._parser().parse_args(
+        ["celltype-networks", "c.h5ad", "--regulators", "r", "--store", "s", "--estimator", "gcmi"]
+    )
+    assert celltype.estimator == "gcmi"
+
+
 def test_aracne_on_dask_workers_and_scheduler_address(files):
     from distributed import LocalCluster
 

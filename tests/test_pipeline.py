@@ -130,6 +130,21 @@ def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
     assert result.report["qc"]["kept"] == adata.n_obs
 
 
+def test_pipeline_with_the_gcmi_estimator(tmp_path):
+    adata, regulators, truth = _typed_counts()
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        celltype_networks(adata, regulators, cell_type_key="cell_type", estimator="mine", **FAST)
+    with GraphStore.create(tmp_path / "g.zarr") as store:
+        result = celltype_networks(
+            adata, regulators, store=store, cell_type_key="cell_type", estimator="gcmi", **FAST
+        )
+        assert store.info("type A")["params"]["estimator"] == "gcmi"
+    for cell_type, edges in result.networks.items():
+        found = set(zip(edges["regulator"], edges["target"]))
+        hits = {e for e in found if e in truth or e[::-1] in truth}
+        assert len(found) >= 10 and len(hits) >= 0.9 * len(found), cell_type
+
+
 def test_resume_after_interruption_gives_the_same_result(tmp_path, monkeypatch):
     adata, regulators, _ = _typed_counts()
     reference = celltype_networks(adata, regulators, cell_type_key="cell_type", **FAST)

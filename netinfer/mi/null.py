@@ -12,6 +12,10 @@ such as 2 n MI): P(MI > x) = tail_fraction * exp(-(x - u) / scale), with ``scale
 over ``u``. Below ``u`` p-values are empirical. ``tests/test_null.py`` checks that p-values from a
 fit on one sample match the empirical exceedance rates of an independent, larger sample.
 
+The Gaussian-copula estimator needs no simulation: its null law is analytic
+(``netinfer.mi.gcmi.GaussianCopulaNull``, with the same ``pvalue`` and ``threshold`` methods), and
+``benjamini_hochberg_cutoff`` serves both.
+
 ARACNe-AP's fit regresses on the wrong array, so its threshold hardly moves with the p-value; and
 ARACNe3's cached null changes results between a cold and a warm cache. Here the null is a pure
 function of (sample size, resampling scheme, seed, size), so every run with the same seed gets the
