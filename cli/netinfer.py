@@ -215,7 +215,40 @@ def _parser() -> argparse.ArgumentParser:
     _ppi_parsers(commands)
     _celltype_parser(commands)
     _integrate_parser(commands)
+    _cellspecific_parser(commands)
     return parser
+
+
+def _cellspecific_parser(commands) -> None:
+    run = commands.add_parser(
+        "cellspecific",
+        help="each cell's network: the edges of its type's regulons active in it (GRNFormer)",
+        description="Score every regulon of each cell type's network in each of its cells "
+        "(AUCell-style area under the targets' recovery curve), find each regulon's activity "
+        "threshold with a two-component Gaussian mixture (the crossing point when bimodal, else "
+        "mu + 2 sigma of the dominant component), and store each cell's network (the edges of "
+        "its active regulons) as per-cell graphs: gremln prepare --graph-mode assignment:NAME.",
+    )
+    run.add_argument("counts", metavar="COUNTS.h5ad", help="expression with cell types")
+    run.add_argument("--cell-type-key", required=True, metavar="KEY")
+    run.add_argument(
+        "--store", required=True, metavar="STORE", help="graph store with the cell-type networks"
+    )
+    run.add_argument(
+        "--name",
+        default="cellspecific",
+        help="assignment name in the store (default: cellspecific)",
+    )
+    run.add_argument(
+        "--max-rank",
+        type=float,
+        default=0.05,
+        help="extent of the recovery curve: a fraction of the genes or a number (default: 0.05)",
+    )
+    run.add_argument("--layer", metavar="L", help="layer holding the expression")
+    run.add_argument("--chunk", type=int, default=2048, help="cells scored at once")
+    run.add_argument("--overwrite", action="store_true", help="replace an assignment of NAME")
+    run.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
 def _integrate_parser(commands) -> None:
@@ -643,6 +676,35 @@ def _integrate_command(args: argparse.Namespace, console: Console) -> None:
     console.print(table)
 
 
+def _cellspecific_command(args: argparse.Namespace, console: Console) -> None:
+    from netinfer.cellspecific import cellspecific_networks
+    from netinfer.store import GraphStore
+
+    adata = _read_counts(args.counts, args.layer)
+    with GraphStore.open(args.store, mode="a") as store:
+        result = cellspecific_networks(
+            adata,
+            store,
+            cell_type_key=args.cell_type_key,
+            name=args.name,
+            max_rank=args.max_rank,
+            chunk=args.chunk,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    summary = result.summary
+    table = Table(title="cell-specific networks", show_header=False)
+    for label, value in (
+        ("cells", f"{summary['cells']:,} in {len(summary['cell_types'])} types"),
+        ("regulons", f"{summary['regulons']:,} ({summary['bimodal_regulons']:,} bimodal)"),
+        ("mean active regulons per cell", f"{summary['mean_active_regulons']:.1f}"),
+        ("distinct graphs", f"{summary['distinct_graphs']:,}"),
+        ("stored as", f"{args.store}: assignment {args.name!r}"),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+
+
 def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     import os
 
@@ -713,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
                 _celltype_command(args, console)
             elif args.command == "integrate":
                 _integrate_command(args, console)
+            elif args.command == "cellspecific":
+                _cellspecific_command(args, console)
             else:
                 from netinfer.datasets import write_example
 

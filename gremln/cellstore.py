@@ -147,8 +147,9 @@ def prepare(
         Expression bins including bin 0 (not expressed).
     graph_mode
         ``"celltype"``: each cell's type's consensus network; ``"integrated"``: the graph store's
-        assignment named after the data set (``netinfer integrate --name``); ``"ppi:NAME"``: the
-        PPI graph NAME for every cell.
+        assignment named after the data set (``netinfer integrate --name``);
+        ``"assignment:NAME"``: the per-cell graphs of the assignment NAME (e.g. ``netinfer
+        cellspecific --name``); ``"ppi:NAME"``: the PPI graph NAME for every cell.
     append
         Add to an existing store (its vocabulary and bins are kept).
     vocabulary
@@ -208,7 +209,13 @@ def prepare(
         min_genes=min_genes,
     )
     kept_rows = np.flatnonzero(keep)
-    graph_keys = _graph_keys(graphs_path, graph_mode, cell_types[kept_rows], dataset)
+    graph_keys = _graph_keys(
+        graphs_path,
+        graph_mode,
+        cell_types[kept_rows],
+        dataset,
+        np.asarray(data.obs_names[kept_rows]).astype(str),
+    )
 
     genes = list(data.var_names.astype(str))
     vocabulary = (
@@ -306,7 +313,9 @@ def _write_strings(group, path: str, values: np.ndarray) -> None:
         array[:] = values.astype(str)
 
 
-def _graph_keys(graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: str) -> np.ndarray:
+def _graph_keys(
+    graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: str, cell_ids: np.ndarray
+) -> np.ndarray:
     """Each cell's graph in the graph store, checked to exist there."""
     from netinfer.store import GraphStore
 
@@ -316,12 +325,20 @@ def _graph_keys(graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: s
             if name not in store:
                 raise InputError(f"{graphs_path}: no graph {name!r} for graph mode {graph_mode}")
             return np.full(cell_types.size, name, dtype=object)
-        if graph_mode == "integrated":
-            store.get_assignment(dataset)  # raises, naming the assignments there
-            return np.full(cell_types.size, f"assignment:{dataset}", dtype=object)
+        if graph_mode == "integrated" or graph_mode.startswith("assignment:"):
+            name = dataset if graph_mode == "integrated" else graph_mode.removeprefix("assignment:")
+            assigned = store.get_assignment(name).cells  # raises, naming the assignments there
+            missing = cell_ids[~np.isin(cell_ids, assigned)]
+            if missing.size:
+                raise InputError(
+                    f"{graphs_path}: assignment {name!r} has no graph for {missing.size} cell(s) "
+                    f"of {dataset} (e.g. {', '.join(missing[:3])})"
+                )
+            return np.full(cell_types.size, f"assignment:{name}", dtype=object)
         if graph_mode != "celltype":
             raise ValueError(
-                f"graph_mode must be celltype, integrated or ppi:NAME, not {graph_mode!r}"
+                "graph_mode must be celltype, integrated, assignment:NAME or ppi:NAME, not "
+                f"{graph_mode!r}"
             )
         listing = store.list()
         listing = listing[listing["kind"] == "consensus"]
