@@ -80,7 +80,17 @@ class CellDataset(torch.utils.data.IterableDataset):
         Yield collated batches of this many cells (``None``: single examples).
     layout
         ``packed`` (:func:`collate_packed`) or ``padded`` (:func:`collate_padded`) batches.
+    cellspecific
+        Also give each cell its graph in this assignment of per-cell graphs (``netinfer
+        cellspecific --name``) as ``cellspecific_edge_index`` (for the structure adapter).
+    coexpression_fraction
+        Replace this fraction of each cell's undirected edges by random pairs of its genes
+        (all expressed: edges of its co-expression graph), per epoch; the count is kept.
     """
+
+    # class-level defaults: subclasses that build their own state inherit them
+    cellspecific: str | None = None
+    coexpression_fraction: float = 0.0
 
     def __init__(
         self,
@@ -97,8 +107,14 @@ class CellDataset(torch.utils.data.IterableDataset):
         block: int = 256,
         batch_size: int | None = None,
         layout: str = "packed",
+        cellspecific: str | None = None,
+        coexpression_fraction: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= coexpression_fraction <= 1.0:
+            raise ValueError(
+                f"coexpression_fraction must be in [0, 1], not {coexpression_fraction}"
+            )
         if not 0.0 <= mask_fraction < 1.0:
             raise ValueError(f"mask_fraction must be in [0, 1), not {mask_fraction}")
         if layout not in ("packed", "padded"):
@@ -113,6 +129,7 @@ class CellDataset(torch.utils.data.IterableDataset):
         self.max_length, self.mask_fraction = max_length, mask_fraction
         self.seed, self.epoch, self.position, self.block = seed, epoch, position, block
         self.batch_size, self.layout = batch_size, layout
+        self.cellspecific, self.coexpression_fraction = cellspecific, coexpression_fraction
         if (
             shard is None
             and torch.distributed.is_available()
@@ -198,14 +215,21 @@ class CellDataset(torch.utils.data.IterableDataset):
         tokens = np.concatenate([[CLS], gene_ids]).astype(np.int64)
         inputs = np.concatenate([[self.n_bins + 2], np.where(masked, self.n_bins + 1, bins)])
         targets = np.concatenate([[IGNORE], np.where(masked, bins, IGNORE)])
-        return {
+        edges = self.subgraph(cell, gene_ids)
+        if self.coexpression_fraction:
+            edges = coexpression_perturbation(edges, n, self.coexpression_fraction, rng)
+        example = {
             "cell": cell,
             "gene_ids": torch.from_numpy(tokens),
             "bins": torch.from_numpy(inputs.astype(np.int64)),
             "targets": torch.from_numpy(targets.astype(np.int64)),
             # int32: edges are most of a batch's bytes
-            "edge_index": torch.from_numpy(self.subgraph(cell, gene_ids)),
+            "edge_index": torch.from_numpy(edges),
         }
+        if self.cellspecific is not None:
+            local = self._assigned_subgraph(self.cellspecific, cell, self._to_graph[gene_ids])
+            example["cellspecific_edge_index"] = torch.from_numpy(local)
+        return example
 
     def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
         """The cell's graph among its genes, symmetrized: (2, E) int32 token positions (gene k of
@@ -240,6 +264,11 @@ class CellDataset(torch.utils.data.IterableDataset):
         return (pairs.T + 1).astype(np.int32)
 
 
+def _edge_keys(example: dict) -> list[str]:
+    """The graphs an example carries (``edge_index``, ``cellspecific_edge_index``, ...)."""
+    return [key for key in example if key.endswith("edge_index")]
+
+
 def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
     """Padded batch: (B, L) tokens, bins, targets and ``padding_mask`` (True = padding); edges as
     (3, E): batch row, source, target positions."""
@@ -250,15 +279,19 @@ def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
         "targets": torch.full((len(batch), length), IGNORE, dtype=torch.long),
         "padding_mask": torch.ones((len(batch), length), dtype=torch.bool),
     }
-    edges = []
     for row, ex in enumerate(batch):
         n = len(ex["gene_ids"])
         for name in ("gene_ids", "bins", "targets"):
             out[name][row, :n] = ex[name]
         out["padding_mask"][row, :n] = False
-        rows = torch.full((1, ex["edge_index"].shape[1]), row, dtype=torch.int32)
-        edges.append(torch.cat([rows, ex["edge_index"]]))
-    out["edge_index"] = torch.cat(edges, dim=1)
+    for key in _edge_keys(batch[0]):
+        out[key] = torch.cat(
+            [
+                torch.cat([torch.full((1, ex[key].shape[1]), row, dtype=torch.int32), ex[key]])
+                for row, ex in enumerate(batch)
+            ],
+            dim=1,
+        )
     out["cells"] = torch.tensor([ex["cell"] for ex in batch])
     return out
 
@@ -268,23 +301,65 @@ def collate_packed(batch: list[dict]) -> dict:
     variable-length attention kernels), ``max_seqlen``, and edges offset into the packed axis."""
     lengths = [len(ex["gene_ids"]) for ex in batch]
     token_starts = np.concatenate([[0], np.cumsum(lengths)])
-    edge_starts = np.concatenate([[0], np.cumsum([ex["edge_index"].shape[1] for ex in batch])])
-    edges = _batch_tensor((2, int(edge_starts[-1])), torch.int32)
-    for ex, start, end, offset in zip(batch, edge_starts, edge_starts[1:], token_starts):
-        torch.add(ex["edge_index"], int(offset), out=edges[:, start:end])
-    tokens = {
+    out = {
         name: torch.cat(
             [ex[name] for ex in batch], out=_batch_tensor((int(token_starts[-1]),), torch.int64)
         )
         for name in ("gene_ids", "bins", "targets")
     }
-    return {
-        **tokens,
-        "cu_seqlens": torch.from_numpy(token_starts.astype(np.int32)),
-        "max_seqlen": max(lengths),
-        "edge_index": edges,
-        "cells": torch.tensor([ex["cell"] for ex in batch]),
-    }
+    for key in _edge_keys(batch[0]):
+        edge_starts = np.concatenate([[0], np.cumsum([ex[key].shape[1] for ex in batch])])
+        edges = _batch_tensor((2, int(edge_starts[-1])), torch.int32)
+        for ex, start, end, offset in zip(batch, edge_starts, edge_starts[1:], token_starts):
+            torch.add(ex[key], int(offset), out=edges[:, start:end])
+        out[key] = edges
+    out["cu_seqlens"] = torch.from_numpy(token_starts.astype(np.int32))
+    out["max_seqlen"] = max(lengths)
+    out["cells"] = torch.tensor([ex["cell"] for ex in batch])
+    return out
+
+
+def coexpression_perturbation(
+    edges: np.ndarray, n_genes: int, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Replace ``fraction`` of a cell's undirected edges by random new pairs of its genes.
+
+    Every pair of a cell's tokens is an edge of its co-expression graph (tokens are expressed
+    genes), so the replacements are drawn uniformly among the pairs not already edges.
+
+    Parameters
+    ----------
+    edges
+        (2, E) symmetric edges in token positions 1..n_genes.
+    n_genes
+        Genes of the cell.
+    fraction
+        Share of the undirected edges replaced.
+    rng
+        The example's generator.
+
+    Returns
+    -------
+    (2, E) int32 symmetric edges, as many as before (fewer only when the cell has too few free
+    pairs).
+    """
+    upper = edges[:, edges[0] < edges[1]].astype(np.int64)
+    n_replaced = int(round(fraction * upper.shape[1]))
+    if n_replaced == 0:
+        return edges
+    kept = upper[:, rng.choice(upper.shape[1], upper.shape[1] - n_replaced, replace=False)]
+    taken = set((upper[0] * (n_genes + 1) + upper[1]).tolist())
+    free = n_genes * (n_genes - 1) // 2 - len(taken)
+    added: list[int] = []
+    while len(added) < min(n_replaced, free):
+        pairs = np.sort(rng.integers(1, n_genes + 1, size=(2, 2 * n_replaced)), axis=0)
+        for key in (pairs[0] * (n_genes + 1) + pairs[1])[pairs[0] < pairs[1]].tolist():
+            if key not in taken and len(added) < n_replaced:
+                taken.add(key)
+                added.append(key)
+    new = np.array(added, dtype=np.int64)
+    upper = np.concatenate([kept, np.stack([new // (n_genes + 1), new % (n_genes + 1)])], axis=1)
+    return np.concatenate([upper, upper[::-1]], axis=1).astype(np.int32)
 
 
 def _batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
@@ -294,3 +369,94 @@ def _batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
     return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
+class TokenArrayDataset(CellDataset):
+    """Cells tokenized in memory (the arrays of :func:`gremln.tokenize.tokenize_cells`) rather
+    than read from a cell store: the examples of :class:`CellDataset`, with the same subgraphs,
+    served in a given order (no shuffling, no sharding), for embedding and evaluation.
+
+    Parameters
+    ----------
+    offsets, gene_ids, bins
+        Ragged tokens: cell i is ``gene_ids[offsets[i]:offsets[i + 1]]`` (genes by decreasing
+        bin), as ``tokenize_cells`` returns them.
+    vocabulary
+        The vocabulary the token ids are of.
+    graphs_path
+        The graph store holding the cells' graphs.
+    graph_keys
+        Each cell's graph: a graph name, ``assignment:NAME`` (a per-cell graph of an integration,
+        looked up by cell id), or ``""`` for no graph.
+    cell_ids
+        Cell ids (the rows of an assignment).
+    max_length, mask_fraction, seed, batch_size, layout
+        As :class:`CellDataset` (``mask_fraction`` 0: nothing masked, no targets to predict).
+    order
+        The cells to serve, in this order (default: all, in their order); batches of cells of
+        similar length waste less on padding.
+    """
+
+    def __init__(
+        self,
+        offsets: np.ndarray,
+        gene_ids: np.ndarray,
+        bins: np.ndarray,
+        *,
+        vocabulary,
+        graphs_path,
+        graph_keys: np.ndarray,
+        cell_ids: np.ndarray,
+        max_length: int | None = None,
+        mask_fraction: float = 0.0,
+        seed: int = 0,
+        batch_size: int | None = None,
+        layout: str = "packed",
+        order: np.ndarray | None = None,
+    ):
+        torch.utils.data.IterableDataset.__init__(self)
+        if not 0.0 <= mask_fraction < 1.0:
+            raise ValueError(f"mask_fraction must be in [0, 1), not {mask_fraction}")
+        if layout not in ("packed", "padded"):
+            raise ValueError(f"layout must be 'packed' or 'padded', not {layout!r}")
+        if not len(offsets) - 1 == len(graph_keys) == len(cell_ids):
+            raise ValueError("offsets, graph_keys and cell_ids must describe the same cells")
+        self.offsets, self.gene_ids, self.bins = offsets, gene_ids, bins
+        self.vocabulary, self.graphs_path = vocabulary, str(graphs_path)
+        self.n_bins = vocabulary.n_bins
+        self.indices = np.arange(len(offsets) - 1) if order is None else np.asarray(order)
+        self.max_length, self.mask_fraction = max_length, mask_fraction
+        self.seed, self.epoch, self.batch_size, self.layout = seed, 0, batch_size, layout
+        self._keys = np.asarray(graph_keys, dtype=object)
+        self._cell_ids = np.asarray(cell_ids, dtype=object)
+        self._graphs = None  # opened on first use
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _open(self):
+        from netinfer.store import GraphStore
+
+        self._graphs = GraphStore.open(self.graphs_path)
+        self._to_graph = np.full(len(self.vocabulary), -1, dtype=np.int64)
+        self._to_graph[3:] = self._graphs.gene_index(self.vocabulary.genes)
+        self._assignments = {}
+
+    def __iter__(self):
+        size = self.batch_size or 1
+        for start in range(0, len(self.indices), size):
+            examples = [self[cell] for cell in self.indices[start : start + size]]
+            yield examples[0] if self.batch_size is None else self.collate(examples)
+
+    def __getitem__(self, cell: int) -> dict:
+        """The example of cell ``cell``."""
+        span = slice(int(self.offsets[cell]), int(self.offsets[cell + 1]))
+        return self.example(int(cell), self.gene_ids[span], self.bins[span])
+
+    def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
+        """As :meth:`CellDataset.subgraph`; a cell whose graph key is ``""`` has no edges."""
+        if not self._keys[cell]:
+            return np.empty((2, 0), dtype=np.int32)
+        if self._graphs is None:
+            self._open()
+        return super().subgraph(cell, gene_ids)

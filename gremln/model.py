@@ -61,6 +61,13 @@ class GremlnConfig:
         Diffusion time of exp(-beta L).
     tol
         Largest error of the Chebyshev approximation of the kernel; sets its order.
+    adapter
+        Add the GRNFormer-style structure adapter (:mod:`gremln.adapter`): GraphSAGE over the
+        cell's graphs, fused by cross-attention before the decoder.
+    fusion_beta
+        Weight of the adapter's output: h = h_expr + fusion_beta h_fusion.
+    sage_layers, sage_samples
+        GraphSAGE layers, and neighbours sampled per node in training (0: all).
     """
 
     n_genes: int
@@ -74,6 +81,10 @@ class GremlnConfig:
     attention: str = "diffusion"
     beta: float = 0.1
     tol: float = 1e-6
+    adapter: bool = False
+    fusion_beta: float = 1.0
+    sage_layers: int = 2
+    sage_samples: int = 10
 
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:
@@ -136,6 +147,13 @@ class Layout:
         size, length = self.padding_mask.shape
         return GraphDiffusion.from_padded(edges, size, length, beta=config.beta, tol=config.tol)
 
+    def flat_edges(self, edge_index: torch.Tensor) -> torch.Tensor:
+        """A batch's edges as (2, E) indices into the flattened token axis."""
+        edge_index = edge_index.to(self.padding_mask.device, torch.int64)
+        if self.packed:
+            return edge_index
+        return edge_index[0] * self.padding_mask.shape[1] + edge_index[1:]
+
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
         padded = x.new_zeros(self.padding_mask.shape + x.shape[1:])
         padded[self.cell, self.position] = x
@@ -143,16 +161,25 @@ class Layout:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; queries diffused over the cell graph when one is given."""
+    """Multi-head attention within each cell: self-attention, or cross-attention to a
+    ``context`` (keys and values); queries diffused over the cell graph when one is given."""
 
     def __init__(self, config: GremlnConfig):
         super().__init__()
         self.n_heads, self.dropout = config.n_heads, config.attention_dropout
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x, layout: Layout, diffusion: GraphDiffusion | None) -> torch.Tensor:
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+    def forward(
+        self,
+        x,
+        layout: Layout,
+        diffusion: GraphDiffusion | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q = self.query(x)
+        k, v = self.key_value(x if context is None else context).chunk(2, dim=-1)
         if diffusion is not None:
             q = diffusion(q)  # Phi_L(Q): only the queries, after their projection
         dropout = self.dropout if self.training else 0.0
@@ -215,6 +242,11 @@ class GremlnModel(nn.Module):
         self.gene_embedding = nn.Embedding(config.n_genes, half)
         self.bin_embedding = nn.Embedding(config.n_bins + 3, half)  # + PAD, MASK, CLS bins
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.adapter = None
+        if config.adapter:
+            from gremln.adapter import StructureAdapter  # it builds on this module's attention
+
+            self.adapter = StructureAdapter(config)
         self.norm = nn.LayerNorm(config.d_model)
         self.decoder = nn.Linear(config.d_model, config.n_bins)
         self.apply(_init_weights)
@@ -231,18 +263,16 @@ class GremlnModel(nn.Module):
         """
         device = self.gene_embedding.weight.device
         layout = Layout(batch, device)
-        x = torch.cat(
-            [
-                self.gene_embedding(batch["gene_ids"].to(device)),
-                self.bin_embedding(batch["bins"].to(device)),
-            ],
-            dim=-1,
-        )
+        genes = self.gene_embedding(batch["gene_ids"].to(device))
+        x = torch.cat([genes, self.bin_embedding(batch["bins"].to(device))], dim=-1)
         diffusion = None
         if self.config.attention == "diffusion":
             diffusion = layout.diffusion(batch, self.config, device)
         for block in self.blocks:
             x = block(x, layout, diffusion)
+        if self.adapter is not None:
+            graphs = {k: layout.flat_edges(batch[k]) for k in self.adapter.graph_keys if k in batch}
+            x = x + self.config.fusion_beta * self.adapter(x, genes, layout, graphs)
         out = {"hidden": self.norm(x)}
         if "targets" in batch:
             targets = batch["targets"].to(device)
@@ -293,7 +323,8 @@ class GremlnModel(nn.Module):
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, std=0.02)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=0.02)
 

@@ -41,7 +41,19 @@ MODEL_FIELDS = (
     "attention",
     "beta",
     "tol",
+    "adapter",
+    "fusion_beta",
+    "sage_layers",
+    "sage_samples",
 )
+
+#: ``--graph-integration``: how the graphs enter the model, as (attention, adapter)
+GRAPH_INTEGRATIONS = {
+    "diffusion": ("diffusion", False),  # GREmLN
+    "adapter": ("vanilla", True),  # GRNFormer's structure adapter
+    "both": ("diffusion", True),
+    "none": ("vanilla", False),
+}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -55,9 +67,14 @@ class TrainConfig:
     Model: ``d_model``, ``n_layers``, ``n_heads``, ``mlp_ratio``, ``dropout``,
     ``attention_dropout``, ``attention``
     (``diffusion`` / ``vanilla``), ``beta``, ``tol`` (see :class:`gremln.model.GremlnConfig`).
+    Structure adapter (GRNFormer): ``adapter``, ``fusion_beta``, ``sage_layers``,
+    ``sage_samples``; ``cellspecific``: an assignment of per-cell graphs (``netinfer
+    cellspecific``) the adapter also encodes. :data:`GRAPH_INTEGRATIONS` names the four
+    combinations with the diffusion attention.
     Data: ``max_length`` genes per cell (highest bins kept), ``mask_fraction``, ``batch_size``
     cells per rank and step, ``num_workers`` loader processes, ``layout`` (``packed``,
-    ``padded`` or ``auto``: packed with flash-attn on CUDA, else padded).
+    ``padded`` or ``auto``: packed with flash-attn on CUDA, else padded),
+    ``coexpression_fraction`` of each training cell's edges replaced by co-expression pairs.
     Optimization: ``max_steps``, peak ``lr``, ``weight_decay``, ``warmup_fraction`` of the steps
     warming up linearly from ``warmup_start`` x lr, ``grad_clip`` (max gradient norm).
     Bookkeeping: ``seed``, ``log_every``, ``eval_every``, ``eval_cells`` (per split, at most),
@@ -76,6 +93,12 @@ class TrainConfig:
     attention_dropout: float = 0.0
     beta: float = 0.1
     tol: float = 1e-6
+    adapter: bool = False
+    fusion_beta: float = 1.0
+    sage_layers: int = 2
+    sage_samples: int = 10
+    cellspecific: str | None = None
+    coexpression_fraction: float = 0.0
     max_length: int = 2048
     mask_fraction: float = 0.3
     batch_size: int = 32
@@ -364,6 +387,8 @@ class _TrainStream:
                 position=at,
                 batch_size=config.batch_size,
                 layout=self.layout,
+                cellspecific=config.cellspecific,
+                coexpression_fraction=config.coexpression_fraction,
             )
             if len(dataset.indices) < self.context.world_size:
                 raise ValueError(f"{config.cells}: too few training cells for the processes")
@@ -400,6 +425,7 @@ def evaluate(network, config: TrainConfig, split: str, layout: str, context: _Co
         shard=ShardSpec(context.rank, context.world_size),
         batch_size=config.batch_size,
         layout=layout,
+        cellspecific=config.cellspecific,
     )
     if len(dataset.indices) == 0:
         return None

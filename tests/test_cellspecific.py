@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from netinfer.cellspecific import activity_threshold, cellspecific_networks, regulon_activity
 from netinfer.io import InputError
@@ -136,7 +137,8 @@ def test_cli_and_the_gremln_loader_read_the_cell_networks(tmp_path):
     row_of = {cell: i for i, cell in enumerate(assignment.cells)}
     store = CellStore.open(tmp_path / "c.zarr")
     n_with_edges = 0
-    for ex in CellDataset(tmp_path / "c.zarr", store_path, split=None):
+    for ex in CellDataset(tmp_path / "c.zarr", store_path, split=None, cellspecific="cs"):
+        assert torch.equal(ex["cellspecific_edge_index"], ex["edge_index"])  # the same graphs
         cell_id = store.obs["cell_id"].iloc[ex["cell"]]
         expressed = set(adata.var_names[adata[cell_id].X.ravel() > 0])
         rows, cols = assignment.cell_graph(row_of[cell_id])

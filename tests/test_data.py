@@ -176,3 +176,34 @@ def test_integrated_graph_mode_gives_each_cell_its_own_graph(stores, tmp_path):
         assert set(map(tuple, ex["edge_index"].T.tolist())) == expected
         sizes.add(len(expected) > 0)
     assert sizes == {True, False}  # cells with and without edges among their genes
+
+
+def test_coexpression_perturbation_keeps_the_edge_count(stores):
+    from gremln.data import coexpression_perturbation
+
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.sort(rng.integers(1, 31, size=(2, 60)), axis=0), axis=1)
+    pairs = pairs[:, pairs[0] < pairs[1]]
+    edges = np.concatenate([pairs, pairs[::-1]], axis=1).astype(np.int32)
+    out = coexpression_perturbation(edges, 30, 0.2, np.random.default_rng(1))
+    assert out.shape == edges.shape and out.dtype == np.int32
+    before, after = set(map(tuple, edges.T.tolist())), set(map(tuple, out.T.tolist()))
+    assert after == {(b, a) for a, b in after}  # symmetric, no duplicates
+    assert len(after) == len(before) and all(0 < a <= 30 and a != b for a, b in after)
+    assert len(before - after) == 2 * round(0.2 * pairs.shape[1])
+    again = coexpression_perturbation(edges, 30, 0.2, np.random.default_rng(1))
+    assert np.array_equal(out, again)
+    dense = np.array([[1, 2, 1, 3, 2, 3], [2, 1, 3, 1, 3, 2]], dtype=np.int32)  # no free pair
+    assert set(map(tuple, coexpression_perturbation(dense, 3, 0.5, rng).T.tolist())) <= set(
+        map(tuple, dense.T.tolist())
+    )
+
+    cells_path, graphs_path = stores
+    plain = list(CellDataset(cells_path, graphs_path, split=None, seed=4))[:10]
+    mixed = list(
+        CellDataset(cells_path, graphs_path, split=None, seed=4, coexpression_fraction=0.5)
+    )[:10]
+    for a, b in zip(plain, mixed):
+        assert torch.equal(a["bins"], b["bins"])  # the masks do not change
+        assert a["edge_index"].shape == b["edge_index"].shape
+    assert any(not torch.equal(a["edge_index"], b["edge_index"]) for a, b in zip(plain, mixed))

@@ -268,3 +268,33 @@ def test_cli_errors(stores, tmp_path, capsys):
     args = ["train", "--cells", str(cells), "--graphs", str(graphs), "--out", str(tmp_path)]
     code = gremln_main([*args, "--resume", "--device", "cpu"])
     assert code == 2 and "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_the_four_graph_integrations_train(stores, tmp_path):
+    import anndata as ad
+
+    from gremln.train import GRAPH_INTEGRATIONS
+    from netinfer.cellspecific import cellspecific_networks
+    from netinfer.store import GraphStore
+
+    cells, graphs = stores
+    adata = ad.read_h5ad(cells.parent / "pbmc.h5ad")
+    with GraphStore.open(graphs, "a") as store:
+        cellspecific_networks(adata, store, cell_type_key="bulk_labels", overwrite=True)
+    for name, (attention, adapter) in GRAPH_INTEGRATIONS.items():
+        config = TrainConfig(
+            cells=str(cells),
+            graphs=str(graphs),
+            out=str(tmp_path / name),
+            **TINY,
+            attention=attention,
+            adapter=adapter,
+            cellspecific="cellspecific" if adapter else None,
+            coexpression_fraction=0.2,
+            max_steps=2,
+            eval_cells=16,
+        )
+        summary = train(config)
+        assert math.isfinite(summary["val_seen"]["loss"]), name
+        model = GremlnModel.from_pretrained(tmp_path / name / "model")
+        assert (model.config.attention, model.config.adapter) == (attention, adapter)
