@@ -1,7 +1,8 @@
 """The ``gremln`` command: argument parsing, progress and summaries; the work is library calls.
 
 ``prepare`` tokenizes cells into a cell store; ``train`` pre-trains the model (also under
-``torchrun --nproc_per_node N -m cli.gremln train ...``).
+``torchrun --nproc_per_node N -m cli.gremln train ...``); ``embed`` writes cell and gene
+embeddings; ``evaluate celltype|expression`` scores frozen embeddings against baselines.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gremln",
         description="GREmLN, a graph-aware transcriptomics foundation model: prepare cells, "
-        "then train.",
+        "train, embed, evaluate.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prepare = commands.add_parser(
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=0, help="seed of the splits (default: 0)")
     prepare.add_argument("--quiet", action="store_true")
     _add_train_parser(commands)
+    _add_embed_parser(commands)
+    _add_evaluate_parser(commands)
     return parser
 
 
@@ -120,12 +123,231 @@ def _train(args, console: Console) -> int:
     return 0
 
 
+def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
+    """How cells get their graphs, and how the model runs: shared by embed and evaluate."""
+    parser.add_argument("data", metavar="DATA.h5ad", help="counts, cells x genes")
+    parser.add_argument(
+        "--model", required=True, metavar="RUN_DIR", help="a training run (or its model/ folder)"
+    )
+    parser.add_argument("--store", required=True, metavar="GRAPHS.zarr", help="the graph store")
+    parser.add_argument(
+        "--graph-mode",
+        default="integrated",
+        help="integrated (kNN integration against labelled reference cells; the data's labels "
+        "are never read), celltype (each cell's own type network), ppi:NAME or none "
+        "(default: integrated)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="TRAIN.h5ad",
+        help="integrated mode: labelled counts to integrate the cells against (its "
+        "--cell-type-key column is read)",
+    )
+    parser.add_argument("--layer", metavar="L", help="layer holding the counts (default: X)")
+    parser.add_argument(
+        "--pooling", choices=["mean", "cls"], default="mean", help="cell embedding (default: mean)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="cells per forward pass")
+    parser.add_argument(
+        "--max-length", type=int, default=2048, help="genes per cell at most (default: 2048)"
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_embed_parser(commands) -> None:
+    embed = commands.add_parser(
+        "embed",
+        help="cell and gene embeddings of a pre-trained model",
+        description="Embed every cell (no QC, nothing dropped) with a pre-trained GREmLN model: "
+        "cell embeddings in obsm['X_gremln'] (mean of the gene tokens' final states, or CLS), "
+        "gene embeddings averaged over cells in varm['gremln'], provenance in uns['gremln']. "
+        "In integrated mode the cells get their graphs from netinfer's kNN integration against "
+        "--reference (stored in the graph store as assignment --assignment), or from an "
+        "existing assignment of that name.",
+    )
+    _add_graph_arguments(embed)
+    embed.add_argument("--out", required=True, metavar="OUT.h5ad")
+    embed.add_argument(
+        "--cell-type-key",
+        metavar="KEY",
+        help="label column: the reference's (integrated) or the data's (celltype mode only)",
+    )
+    embed.add_argument(
+        "--assignment",
+        default="gremln-embed",
+        help="name of the integration's assignment in the graph store (default: gremln-embed)",
+    )
+    embed.add_argument("--k", type=int, default=15, help="integration neighbours (default: 15)")
+    embed.add_argument(
+        "--alpha", type=float, default=0.05, help="integration false-edge level (default: 0.05)"
+    )
+    embed.add_argument(
+        "--gene-embeddings",
+        choices=["mean", "none"],
+        default="mean",
+        help="per-gene embeddings averaged over cells, in varm (default: mean)",
+    )
+    embed.add_argument(
+        "--per-cell",
+        metavar="GENES.zarr",
+        help="also write every cell's gene embeddings to this Zarr group",
+    )
+
+
+def _add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score frozen embeddings against baselines (cell types, expression)",
+        description="Paper section 4: each evaluation writes OUT_DIR/<evaluation>.json (per "
+        "model and baseline, each metric's mean and std over random splits) and PNG figures.",
+    )
+    tasks = evaluate.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
+    celltype = tasks.add_parser(
+        "celltype",
+        help="linear classifier of cell types on frozen embeddings",
+        description="A linear classifier with early stopping on a validation split, on three "
+        "stratified random splits: macro precision, recall and F1, accuracy; a confusion-matrix "
+        "figure. Baselines: PCA of log-normalized expression, and --vanilla when given. Without "
+        "--reference, each split's training cells are the integration's reference.",
+    )
+    expression = tasks.add_parser(
+        "expression",
+        help="linear regression from frozen embeddings to expression",
+        description="Ridge regression from embeddings to the log-normalized expression of the "
+        "most variable genes, R^2 on held-out cells (appendix A.6); a predicted-vs-true figure. "
+        "Baselines: PCA of log-normalized expression, and --vanilla when given.",
+    )
+    for task in (celltype, expression):
+        _add_graph_arguments(task)
+        task.add_argument("--out", required=True, metavar="OUT_DIR")
+        task.add_argument(
+            "--vanilla", metavar="RUN_DIR", help="the vanilla-attention ablation, side by side"
+        )
+        task.add_argument("--splits", type=int, default=3, help="random splits (default: 3)")
+        task.add_argument(
+            "--n-pcs", type=int, default=50, help="components of the PCA baseline (default: 50)"
+        )
+    celltype.add_argument(
+        "--cell-type-key", required=True, metavar="KEY", help="the label column (data, reference)"
+    )
+    expression.add_argument(
+        "--cell-type-key",
+        metavar="KEY",
+        help="label column of the reference, or of the training cells without one",
+    )
+    expression.add_argument(
+        "--n-genes", type=int, default=200, help="most variable genes to predict (default: 200)"
+    )
+
+
+def _read_h5ad(path: str, what: str):
+    import anndata as ad
+
+    from netinfer.io import InputError
+
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file ({what})")
+    return ad.read_h5ad(path)
+
+
+def _embed(args) -> dict:
+    from gremln.embed import embed
+
+    if args.reference is not None and args.cell_type_key is None:
+        raise ValueError("--reference needs --cell-type-key, the reference's label column")
+    adata = _read_h5ad(args.data, "DATA")
+    reference = _read_h5ad(args.reference, "--reference") if args.reference else None
+    embed(
+        adata,
+        args.model,
+        args.store,
+        graph_mode=args.graph_mode,
+        reference=reference,
+        cell_type_key=args.cell_type_key,
+        assignment=args.assignment,
+        integration={"k": args.k, "alpha": args.alpha, "seed": args.seed},
+        pooling=args.pooling,
+        gene_embeddings="per_cell" if args.per_cell else _none(args.gene_embeddings),
+        per_cell_path=args.per_cell,
+        layer=args.layer,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    staging = f"{args.out}.tmp.h5ad"
+    adata.write_h5ad(staging)
+    os.replace(staging, args.out)
+    info = adata.uns["gremln"]
+    return {
+        "cells": int(adata.n_obs),
+        "dimensions": int(adata.obsm["X_gremln"].shape[1]),
+        "graphs": info["graphs"],
+        "genes_outside_vocabulary": info["genes_outside_vocabulary"],
+        "examples_outside_vocabulary": list(info["examples_outside_vocabulary"]),
+        "out": args.out,
+    }
+
+
+def _evaluate(args) -> dict:
+    from gremln.embed import load_model
+    from gremln.evaluate.celltype import evaluate_celltype
+    from gremln.evaluate.expression import evaluate_expression
+
+    adata = _read_h5ad(args.data, "DATA")
+    common = dict(
+        vanilla=load_model(args.vanilla, device=args.device) if args.vanilla else None,
+        graph_mode=args.graph_mode,
+        reference=_read_h5ad(args.reference, "--reference") if args.reference else None,
+        cell_type_key=args.cell_type_key,
+        out_dir=args.out,
+        layer=args.layer,
+        n_splits=args.splits,
+        n_pcs=args.n_pcs,
+        seed=args.seed,
+        embed_options={
+            "pooling": args.pooling,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+        },
+        progress=not args.quiet,
+    )
+    model = load_model(args.model, device=args.device)
+    if args.evaluation == "celltype":
+        return evaluate_celltype(adata, model, args.store, **common)
+    return evaluate_expression(adata, model, args.store, n_genes=args.n_genes, **common)
+
+
+def _none(value: str) -> str | None:
+    return None if value == "none" else value
+
+
+def _print_scores(result: dict, out_dir: str) -> None:
+    """The models' metrics as a table (stdout)."""
+    from rich.table import Table
+
+    models = result["models"]
+    metrics = [m for m in next(iter(models.values())) if m != "ridge_penalty"]
+    table = Table(title=f"{result['evaluation']} ({out_dir})")
+    table.add_column("model")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name, scores in models.items():
+        cells = [f"{scores[m]['mean']:.3f} ± {scores[m]['std']:.3f}" for m in metrics]
+        table.add_row(name, *cells)
+    Console(soft_wrap=True).print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gremln`` console script."""
     args = _parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
     if args.command == "train":
         return _train(args, console)
+    if args.command in ("embed", "evaluate"):
+        return _embed_or_evaluate(args, console)
     from gremln.cellstore import prepare
     from netinfer.io import InputError
     from netinfer.store import StoreError
@@ -149,6 +371,23 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     print(json.dumps(report, indent=2))  # the report to stdout, progress to stderr
+    return 0
+
+
+def _embed_or_evaluate(args, console: Console) -> int:
+    from netinfer.io import InputError
+    from netinfer.store import StoreError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            if args.command == "embed":
+                print(json.dumps(_embed(args), indent=2))
+            else:
+                _print_scores(_evaluate(args), args.out)
+    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
     return 0
 
 

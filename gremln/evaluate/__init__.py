@@ -1,0 +1,258 @@
+"""Evaluations of frozen GREmLN embeddings (paper section 4), each with its baselines and figures.
+
+One module per evaluation: :mod:`~gremln.evaluate.celltype` (a linear classifier of cell types)
+and :mod:`~gremln.evaluate.expression` (linear regression to expression). Shared here: the
+features every model or baseline gives the cells of a split (:func:`feature_sets`), the random
+splits, metric summaries and the result file.
+
+Every evaluation writes ``OUT_DIR/<evaluation>.json``::
+
+    {"evaluation": "celltype", "data": {...}, "params": {...},
+     "models": {"gremln": {"macro_f1": {"mean": ..., "std": ..., "values": [...]}, ...},
+                "vanilla": {...}, "pca": {...}},
+     "figures": ["celltype_confusion.png"]}
+
+``std`` is the sample standard deviation over the splits (0 for one split). Nothing in the file
+depends on the time or the machine's state, so a rerun with the same seed writes the same file.
+
+Features never see a test cell's label: models embed every cell with the graphs of
+:func:`gremln.embed.compute_embeddings`. In ``integrated`` mode without a separate reference,
+the reference of each split is its training and validation cells, so test cells get their graphs
+from their neighbours among those; a vanilla model ignores graphs and embeds once. The
+integration is stored in the graph store as the assignment ``gremln-evaluate`` (replaced by
+every split).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from netinfer.io import InputError, atomic_write
+
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
+
+
+def metric_summary(values) -> dict:
+    """``{"mean", "std", "values"}`` of one metric over splits (sample std; 0 for one split)."""
+    values = [float(v) for v in values]
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "values": values}
+
+
+def summarize(per_split: dict[str, list[dict]]) -> dict:
+    """Per model, each metric's summary over the splits (``per_split[model]``: one dict of
+    metric values per split)."""
+    return {
+        model: {metric: metric_summary([s[metric] for s in splits]) for metric in splits[0]}
+        for model, splits in per_split.items()
+    }
+
+
+def write_result(out_dir: str | os.PathLike[str], evaluation: str, result: dict) -> Path:
+    """Write ``OUT_DIR/<evaluation>.json`` atomically and return its path."""
+    path = Path(out_dir) / f"{evaluation}.json"
+    with atomic_write(path) as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
+    return path
+
+
+def save_figure(figure, out_dir: str | os.PathLike[str], name: str) -> str:
+    """Save a matplotlib figure as ``OUT_DIR/NAME`` (PNG), close it, and return NAME."""
+    import matplotlib.pyplot as plt
+
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{name}.tmp.png")
+    figure.savefig(staging, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(staging, path)
+    return name
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def random_splits(
+    n_cells: int, *, n_splits: int, seed: int, labels: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``n_splits`` random (train, validation, test) row sets in ``SPLIT_FRACTIONS``.
+
+    With ``labels`` the splits are stratified: each class is split in those fractions (rounded;
+    at least one training cell per class), so rare classes are in every part they can be.
+    Split i is drawn from seed (``seed``, i): deterministic.
+    """
+    groups = [np.arange(n_cells)] if labels is None else _classes(labels)
+    splits = []
+    for i in range(n_splits):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i, 0x73706C6974]))  # "split"
+        parts = ([], [], [])
+        for rows in groups:
+            rows = rng.permutation(rows)
+            n_test = int(round(SPLIT_FRACTIONS[2] * len(rows)))
+            n_val = int(round(SPLIT_FRACTIONS[1] * len(rows)))
+            n_test = min(n_test, len(rows) - 1)
+            n_val = min(n_val, len(rows) - 1 - n_test)
+            parts[2].append(rows[:n_test])
+            parts[1].append(rows[n_test : n_test + n_val])
+            parts[0].append(rows[n_test + n_val :])
+        splits.append(tuple(np.sort(np.concatenate(part)) for part in parts))
+    return splits
+
+
+def _classes(labels: np.ndarray) -> list[np.ndarray]:
+    labels = np.asarray(labels)
+    return [np.flatnonzero(labels == value) for value in np.unique(labels)]
+
+
+def graph_source(graph_mode: str, reference) -> str:
+    """Where the cells' graphs came from, in words, for the result file."""
+    if graph_mode != "integrated":
+        return graph_mode
+    if reference is not None:
+        return "integrated against the given reference"
+    return "integrated against each split's training and validation cells"
+
+
+def variable_genes(lognorm, rows: np.ndarray, n_genes: int) -> np.ndarray:
+    """Columns of the ``n_genes`` genes of highest variance over ``rows`` (sorted; ties by
+    column), for a sparse or dense matrix (nothing densified)."""
+    subset = lognorm[rows]
+    mean = np.asarray(subset.mean(axis=0)).ravel()
+    squares = subset.multiply(subset) if hasattr(subset, "multiply") else subset**2
+    variance = np.asarray(squares.mean(axis=0)).ravel() - mean**2
+    return np.sort(np.argsort(-variance, kind="stable")[: min(n_genes, lognorm.shape[1])])
+
+
+def pca_features(
+    lognorm, fit_rows: np.ndarray, *, n_pcs: int, seed: int, n_genes: int = 2000
+) -> np.ndarray:
+    """The PCA baseline: principal components of log-normalized expression of the ``n_genes``
+    most variable genes, both fitted on ``fit_rows`` only, for every cell."""
+    from sklearn.decomposition import PCA
+
+    from netinfer.pipeline import to_dense
+
+    dense = to_dense(lognorm[:, variable_genes(lognorm, fit_rows, n_genes)])
+    n_comps = int(min(n_pcs, len(fit_rows) - 1, dense.shape[1]))
+    return PCA(n_components=n_comps, random_state=seed).fit(dense[fit_rows]).transform(dense)
+
+
+def feature_sets(
+    adata,
+    models: dict,
+    graphs_path,
+    *,
+    graph_mode: str = "integrated",
+    reference=None,
+    cell_type_key: str | None = None,
+    layer: str | None = None,
+    n_pcs: int = 50,
+    seed: int = 0,
+    embed_options: dict | None = None,
+    progress: bool = True,
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """For every model and the PCA baseline, a function from a split's fitting rows (training
+    and validation cells) to features of all cells.
+
+    Parameters
+    ----------
+    adata
+        Counts (``X`` or ``layer``), cells x genes.
+    models
+        Name -> :class:`~gremln.model.GremlnModel` (or a saved model's path).
+    graphs_path
+        The graph store.
+    graph_mode
+        As :func:`gremln.embed.embed`. ``integrated`` without ``reference`` integrates each
+        split's cells against its fitting rows, whose labels (``cell_type_key``) it reads; the
+        other cells' labels are never read.
+    reference
+        Labelled reference cells for ``integrated`` mode (then embedded once).
+    cell_type_key
+        Label column of the reference (or of the fitting rows), or of ``adata`` in celltype mode.
+    layer
+        Layer holding the counts.
+    n_pcs
+        Components of the PCA baseline.
+    seed
+        Seed of the PCA and of the integration.
+    embed_options
+        Further keyword arguments of :func:`gremln.embed.compute_embeddings` (``pooling``,
+        ``batch_size``, ``max_length``, ``integration``).
+    progress
+        Show progress bars.
+    """
+    import anndata as ad
+
+    from gremln.embed import compute_embeddings, load_model
+    from netinfer.pipeline import normalize
+
+    counts = adata.layers[layer] if layer is not None else adata.X
+    per_split = graph_mode == "integrated" and reference is None
+    if per_split and (cell_type_key is None or cell_type_key not in adata.obs):
+        raise InputError(
+            f"<data>: integrated graphs need labelled reference cells: give a reference, or the "
+            f"label column of the training cells (no obs column {cell_type_key!r}; columns are: "
+            f"{', '.join(map(str, adata.obs.columns)) or 'none'})"
+        )
+    options = {
+        "gene_embeddings": None,
+        "layer": layer,
+        "progress": progress,
+        "integration": {"seed": seed},
+        **(embed_options or {}),
+    }
+
+    def model_features(model) -> Callable[[np.ndarray], np.ndarray]:
+        model = model if not isinstance(model, str | os.PathLike) else load_model(model)
+        ignores_graphs = model.config.attention == "vanilla"
+        cache: dict[bytes, np.ndarray] = {}
+
+        def features(fit_rows: np.ndarray) -> np.ndarray:
+            key = b"" if ignores_graphs or not per_split else np.asarray(fit_rows).tobytes()
+            if key not in cache:
+                settings = dict(graph_mode=graph_mode, reference=reference)
+                if ignores_graphs:
+                    settings = dict(graph_mode="none", reference=None)
+                elif per_split:  # the split's fitting cells, with their labels, are the reference
+                    fitting = adata[fit_rows]
+                    settings["reference"] = ad.AnnData(
+                        X=counts[fit_rows], obs=fitting.obs[[cell_type_key]], var=fitting.var[[]]
+                    )
+                cache[key] = compute_embeddings(
+                    adata,
+                    model,
+                    graphs_path,
+                    cell_type_key=cell_type_key,
+                    assignment="gremln-evaluate",
+                    **settings,
+                    **options,
+                ).cells
+            return cache[key]
+
+        return features
+
+    lognorm = normalize(counts)
+    sets = {name: model_features(model) for name, model in models.items()}
+    sets["pca"] = lambda fit_rows: pca_features(lognorm, fit_rows, n_pcs=n_pcs, seed=seed)
+    return sets
+
+
+def standardize(features: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """Features centred and scaled by the mean and standard deviation of ``fit_rows``."""
+    mean = features[fit_rows].mean(axis=0)
+    std = features[fit_rows].std(axis=0)
+    return (features - mean) / np.where(std > 0, std, 1.0)
