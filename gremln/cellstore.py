@@ -33,7 +33,8 @@ from netinfer.io import InputError
 SCHEMA_VERSION = 1
 ROOT_KEY = "gremln_cell_store"
 OBS_COLUMNS = ("cell_id", "dataset", "cell_type", "graph_key", "split")
-TOKEN_CHUNK = 1 << 20
+# ~64 cells of 2,000 genes: a loader's read decodes little beyond the cells it needs
+TOKEN_CHUNK = 1 << 17
 TOKEN_SHARD = 1 << 24
 
 

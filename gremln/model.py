@@ -36,16 +36,12 @@ except ImportError:
 ATTENTION_MODES = ("diffusion", "vanilla")
 
 
-@dataclass
-class GremlnConfig:
-    """Architecture; saved with every checkpoint (``config.json``).
+@dataclass(kw_only=True)
+class Architecture:
+    """The model's hyperparameters, apart from the vocabulary sizes (also the trainer's options).
 
     Parameters
     ----------
-    n_genes
-        Gene vocabulary size, special tokens included.
-    n_bins
-        Rank bins 0..n_bins-1 (the decoder's classes); the bin vocabulary adds PAD, MASK, CLS.
     d_model, n_layers, n_heads
         Width, transformer blocks, attention heads.
     mlp_ratio
@@ -70,8 +66,6 @@ class GremlnConfig:
         GraphSAGE layers, and neighbours sampled per node in training (0: all).
     """
 
-    n_genes: int
-    n_bins: int = 100
     d_model: int = 512
     n_layers: int = 3
     n_heads: int = 8
@@ -85,6 +79,28 @@ class GremlnConfig:
     fusion_beta: float = 1.0
     sage_layers: int = 2
     sage_samples: int = 10
+
+    def architecture(self) -> dict:
+        """The :class:`Architecture` fields and their values."""
+        return {f.name: getattr(self, f.name) for f in fields(Architecture)}
+
+
+@dataclass(kw_only=True)
+class GremlnConfig(Architecture):
+    """Architecture and vocabulary sizes; saved with every checkpoint (``config.json``).
+
+    Parameters
+    ----------
+    n_genes
+        Gene vocabulary size, special tokens included.
+    n_bins
+        Rank bins 0..n_bins-1 (the decoder's classes); the bin vocabulary adds PAD, MASK, CLS.
+    **architecture
+        The :class:`Architecture` fields.
+    """
+
+    n_genes: int
+    n_bins: int = 100
 
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:

@@ -28,25 +28,10 @@ from tqdm.auto import tqdm
 
 from gremln.cellstore import CellStore
 from gremln.data import IGNORE, CellDataset, ShardSpec
-from gremln.model import GremlnConfig, GremlnModel, flash_attn_varlen_func
+from gremln.model import Architecture, GremlnConfig, GremlnModel, flash_attn_varlen_func
 from netinfer.io import atomic_write
 
 METRIC_COLUMNS = ("step", "split", "loss", "masked_acc", "lr", "cells_per_s", "unigram_entropy")
-MODEL_FIELDS = (
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "mlp_ratio",
-    "dropout",
-    "attention",
-    "beta",
-    "tol",
-    "adapter",
-    "fusion_beta",
-    "sage_layers",
-    "sage_samples",
-)
-
 #: ``--graph-integration``: how the graphs enter the model, as (attention, adapter)
 GRAPH_INTEGRATIONS = {
     "diffusion": ("diffusion", False),  # GREmLN
@@ -60,17 +45,14 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(Architecture):
     """Everything a run needs; a TOML file holds any of these keys (flat), flags override it.
 
-    Model: ``d_model``, ``n_layers``, ``n_heads``, ``mlp_ratio``, ``dropout``,
-    ``attention_dropout``, ``attention``
-    (``diffusion`` / ``vanilla``), ``beta``, ``tol`` (see :class:`gremln.model.GremlnConfig`).
-    Structure adapter (GRNFormer): ``adapter``, ``fusion_beta``, ``sage_layers``,
-    ``sage_samples``; ``cellspecific``: an assignment of per-cell graphs (``netinfer
-    cellspecific``) the adapter also encodes. :data:`GRAPH_INTEGRATIONS` names the four
-    combinations with the diffusion attention.
+    Model: the :class:`gremln.model.Architecture` fields (``d_model``, ``n_layers``, ``n_heads``,
+    ``attention``, ``beta``, ``adapter``, ...). ``cellspecific``: an assignment of per-cell
+    graphs (``netinfer cellspecific``) the structure adapter also encodes;
+    :data:`GRAPH_INTEGRATIONS` names the four combinations of diffusion and adapter.
     Data: ``max_length`` genes per cell (highest bins kept), ``mask_fraction``, ``batch_size``
     cells per rank and step, ``num_workers`` loader processes, ``layout`` (``packed``,
     ``padded`` or ``auto``: packed with flash-attn on CUDA, else padded),
@@ -84,19 +66,6 @@ class TrainConfig:
     cells: str
     graphs: str
     out: str
-    attention: str = "diffusion"
-    d_model: int = 512
-    n_layers: int = 3
-    n_heads: int = 8
-    mlp_ratio: int = 4
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    beta: float = 0.1
-    tol: float = 1e-6
-    adapter: bool = False
-    fusion_beta: float = 1.0
-    sage_layers: int = 2
-    sage_samples: int = 10
     cellspecific: str | None = None
     coexpression_fraction: float = 0.0
     max_length: int = 2048
@@ -141,9 +110,7 @@ class TrainConfig:
         return cls(**values)
 
     def model_config(self, n_genes: int, n_bins: int) -> GremlnConfig:
-        return GremlnConfig(
-            n_genes=n_genes, n_bins=n_bins, **{k: getattr(self, k) for k in MODEL_FIELDS}
-        )
+        return GremlnConfig(n_genes=n_genes, n_bins=n_bins, **self.architecture())
 
 
 def lr_factor(step: int, *, total: int, warmup_fraction: float, start: float) -> float:

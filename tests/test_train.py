@@ -174,7 +174,7 @@ def test_learning_rate_warms_up_then_anneals():
 def test_model_outputs_packed_padded_and_saved(stores, tmp_path):
     cells, graphs = stores
     store = CellStore.open(cells)
-    config = GremlnConfig(len(store.vocabulary), n_bins=11, d_model=32, n_heads=4)
+    config = GremlnConfig(n_genes=len(store.vocabulary), n_bins=11, d_model=32, n_heads=4)
     torch.manual_seed(0)
     model = GremlnModel(config, store.vocabulary).eval()
     common = dict(split=None, batch_size=5, max_length=200)
@@ -210,7 +210,7 @@ def _ddp_gradients(rank: int, world_size: int, init: str, cells, graphs, out: st
 def _seeded_model(cells) -> GremlnModel:
     vocabulary = CellStore.open(cells).vocabulary
     torch.manual_seed(0)
-    config = GremlnConfig(len(vocabulary), n_bins=11, d_model=32, n_heads=4, dropout=0.0)
+    config = GremlnConfig(n_genes=len(vocabulary), n_bins=11, d_model=32, n_heads=4, dropout=0.0)
     return GremlnModel(config, vocabulary)
 
 
