@@ -218,28 +218,31 @@ class CellDataset(torch.utils.data.IterableDataset):
         edges = self.subgraph(cell, gene_ids)
         if self.coexpression_fraction:
             edges = coexpression_perturbation(edges, n, self.coexpression_fraction, rng)
+        # edges are most of a batch's bytes: positions as int16 whenever they fit
+        dtype = position_dtype(n + 1)
         example = {
             "cell": cell,
             "gene_ids": torch.from_numpy(tokens),
             "bins": torch.from_numpy(inputs.astype(np.int64)),
             "targets": torch.from_numpy(targets.astype(np.int64)),
-            # int32: edges are most of a batch's bytes
-            "edge_index": torch.from_numpy(edges),
+            "edge_index": torch.from_numpy(edges.astype(dtype, copy=False)),
         }
         if self.cellspecific is not None:
             local = self._assigned_subgraph(self.cellspecific, cell, self._to_graph[gene_ids])
-            example["cellspecific_edge_index"] = torch.from_numpy(local)
+            example["cellspecific_edge_index"] = torch.from_numpy(local.astype(dtype))
         return example
 
     def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
-        """The cell's graph among its genes, symmetrized: (2, E) int32 token positions (gene k of
+        """The cell's graph among its genes, symmetrized: (2, E) token positions (gene k of
         ``gene_ids`` is at position k + 1, after CLS)."""
         graph_index = self._to_graph[gene_ids]
         in_graph = np.flatnonzero(graph_index >= 0)
         key = self._keys[cell]
         if key.startswith("assignment:"):  # a per-cell graph from netinfer integrate
             return self._assigned_subgraph(key.removeprefix("assignment:"), cell, graph_index)
-        return self._graphs.undirected_edges(key, graph_index[in_graph], labels=in_graph + 1)
+        return self._graphs.undirected_edges(
+            key, graph_index[in_graph], labels=in_graph + 1, dtype=position_dtype(len(gene_ids) + 1)
+        )
 
     def _assigned_subgraph(self, name: str, cell: int, graph_index: np.ndarray):
         if name not in self._assignments:
@@ -264,6 +267,11 @@ class CellDataset(torch.utils.data.IterableDataset):
         return (pairs.T + 1).astype(np.int32)
 
 
+def position_dtype(size: int) -> type:
+    """The integer type of token positions below ``size``: int16 when they fit, else int32."""
+    return np.int16 if size <= np.iinfo(np.int16).max else np.int32
+
+
 def _edge_keys(example: dict) -> list[str]:
     """The graphs an example carries (``edge_index``, ``cellspecific_edge_index``, ...)."""
     return [key for key in example if key.endswith("edge_index")]
@@ -271,7 +279,7 @@ def _edge_keys(example: dict) -> list[str]:
 
 def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
     """Padded batch: (B, L) tokens, bins, targets and ``padding_mask`` (True = padding); edges as
-    (3, E): batch row, source, target positions."""
+    (3, E): batch row, source, target positions (int16 when B and L allow, else int32)."""
     length = max(len(ex["gene_ids"]) for ex in batch)
     out = {
         "gene_ids": torch.full((len(batch), length), PAD, dtype=torch.long),
@@ -284,10 +292,11 @@ def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
         for name in ("gene_ids", "bins", "targets"):
             out[name][row, :n] = ex[name]
         out["padding_mask"][row, :n] = False
+    dtype = torch.from_numpy(np.empty(0, position_dtype(max(length, len(batch))))).dtype
     for key in _edge_keys(batch[0]):
         out[key] = torch.cat(
             [
-                torch.cat([torch.full((1, ex[key].shape[1]), row, dtype=torch.int32), ex[key]])
+                torch.cat([torch.full((1, ex[key].shape[1]), row, dtype=dtype), ex[key].to(dtype)])
                 for row, ex in enumerate(batch)
             ],
             dim=1,
@@ -298,7 +307,8 @@ def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
 
 def collate_packed(batch: list[dict]) -> dict:
     """Packed batch without padding: concatenated tokens, ``cu_seqlens`` (B + 1, int32, for
-    variable-length attention kernels), ``max_seqlen``, and edges offset into the packed axis."""
+    variable-length attention kernels), ``max_seqlen``, and edges offset into the packed axis
+    (int32)."""
     lengths = [len(ex["gene_ids"]) for ex in batch]
     token_starts = np.concatenate([[0], np.cumsum(lengths)])
     out = {
@@ -311,7 +321,7 @@ def collate_packed(batch: list[dict]) -> dict:
         edge_starts = np.concatenate([[0], np.cumsum([ex[key].shape[1] for ex in batch])])
         edges = _batch_tensor((2, int(edge_starts[-1])), torch.int32)
         for ex, start, end, offset in zip(batch, edge_starts, edge_starts[1:], token_starts):
-            torch.add(ex[key], int(offset), out=edges[:, start:end])
+            edges[:, start:end].copy_(ex[key]).add_(int(offset))  # int32 before the offset
         out[key] = edges
     out["cu_seqlens"] = torch.from_numpy(token_starts.astype(np.int32))
     out["max_seqlen"] = max(lengths)

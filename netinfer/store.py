@@ -833,7 +833,12 @@ class GraphStore:
         return src, dst, (matrix.data[edges] if weights else None)
 
     def undirected_edges(
-        self, name: str, gene_indices: np.ndarray, labels: np.ndarray | None = None
+        self,
+        name: str,
+        gene_indices: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        dtype=np.int32,
     ) -> np.ndarray:
         """Both directions of every edge of max(A, A^T) among a cell's genes, structure only.
 
@@ -848,10 +853,12 @@ class GraphStore:
         labels
             What to write for each gene (default: its local index ``0..n-1``), e.g. its position
             in a token sequence.
+        dtype
+            Integer type of the result (labels must fit; int16 halves the bytes of short cells).
 
         Returns
         -------
-        (2, E) int32 array of source and target labels, in no particular order.
+        (2, E) array of source and target labels, in no particular order.
         """
         loaded = self._load(name, "upper")
         matrix = loaded.matrix
@@ -864,7 +871,7 @@ class GraphStore:
         count = _undirected_edges(
             matrix.indptr, loaded.scan_indices, cell, labels.astype(np.int32), label_of, out
         )
-        return out[:, :count].copy()
+        return out[:, :count].astype(dtype)
 
     def _scratch(self, key: str, size: int, dtype, fill=None) -> np.ndarray:
         """A reusable buffer of at least ``size`` elements; kernels restore ``fill`` after use."""
