@@ -1,7 +1,7 @@
-"""GREmLN's evaluations on pbmc68k_reduced, end to end on the CPU, beside the vanilla-attention
-ablation and the PCA baseline.
+"""GREmLN's evaluations on pbmc68k_reduced and on a simulated Perturb-seq data set, end to end on
+the CPU, beside the vanilla-attention ablation and the baselines.
 
-Steps (every seed fixed, so a rerun gives the same table on the same machine):
+Steps (every seed fixed, so a rerun gives the same tables on the same machine):
 
 1. ``netinfer.datasets.pbmc68k_counts`` (700 cells x 765 genes, 10 types in ``bulk_labels``) and
    cell-type networks from it (``celltype_networks`` with the README's demo settings; types of
@@ -9,11 +9,19 @@ Steps (every seed fixed, so a rerun gives the same table on the same machine):
 2. ``gremln prepare`` of the cells of those 7 types (each cell paired with its type's network),
    then pre-training of two models with the same settings and steps: GREmLN (diffusion
    attention) and the vanilla-attention ablation.
-3. ``evaluate_celltype`` and ``evaluate_expression`` on all 700 cells (all 10 types), three
-   random splits. The cells' graphs come from the kNN integration against each split's training
-   cells (the test cells' labels are never read); the vanilla model uses no graph.
+3. ``evaluate_all`` on all 700 cells (all 10 types), three random splits: celltype and
+   expression (the cells' graphs come from the kNN integration against each split's training
+   cells, whose labels alone are read; the vanilla model uses no graph) and edges (the types'
+   networks with at least 10 edges among expressed genes, 15% hidden per seed).
+4. The simulated data (``simulate.sergio_knockouts``): SERGIO on a RegNetwork sub-network,
+   control cells and knock-outs of the 4 master regulators with the most targets. Both models
+   are pre-trained on all its cells with the true network as every cell's graph (no labels are
+   read in pre-training), then ``evaluate_all`` with ``--cell-type-key perturbation`` (celltype:
+   which condition, control included), the true network as the control cells' network for
+   edges, and the perturbation evaluation (which gene was knocked out). Every cell gets the
+   true network as its graph (``ppi:truth``), so no evaluation reads a test cell's label.
 
-Usage: python bench/gremln_evaluations.py [--steps N] [--work DIR] [--out FILE.md]
+Usage: python bench/gremln_evaluations.py [--steps N] [--sim-steps N] [--work DIR] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+from simulate import sergio_knockouts
 
 from gremln.cellstore import prepare
-from gremln.evaluate.celltype import evaluate_celltype
-from gremln.evaluate.expression import evaluate_expression
+from gremln.evaluate.all import evaluate_all
 from gremln.train import TrainConfig, train
 from netinfer.datasets import human_tfs, pbmc68k_counts
 from netinfer.pipeline import celltype_networks
@@ -35,6 +43,7 @@ from netinfer.store import GraphStore
 
 KEY = "bulk_labels"
 MODEL = dict(d_model=64, n_layers=2, n_heads=4, batch_size=16, max_length=256, lr=1e-3)
+SIM_QC = dict(min_counts=10, max_counts=10**6, trim=None, min_genes=5)  # 61 genes per cell
 
 
 def networks_and_cells(work: Path) -> tuple[Path, Path, Path]:
@@ -92,63 +101,105 @@ def pretrain(cells: Path, graphs: Path, out: Path, *, attention: str, steps: int
     return train(config)
 
 
-def table(celltype: dict, expression: dict) -> str:
-    """One markdown row per model: each metric's mean ± std over the splits."""
-    columns = [
-        (celltype, "macro_f1"),
-        (celltype, "precision"),
-        (celltype, "recall"),
-        (celltype, "accuracy"),
-        (expression, "r2"),
-    ]
-    header = "| model | " + " | ".join(f"{metric}" for _, metric in columns) + " |"
-    lines = [header, "|---" + "|---:" * len(columns) + "|"]
-    for name in celltype["models"]:
-        values = [result["models"][name][metric] for result, metric in columns]
-        cells = [f"{v['mean']:.3f} ± {v['std']:.3f}" for v in values]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def simulated_cells(work: Path) -> tuple[Path, Path, Path]:
+    """The SERGIO knock-out counts, a graph store with the true network (as the control cells'
+    consensus network, named ``truth``), and the cell store of every cell with that graph."""
+    adata, truth = sergio_knockouts()
+    adata.write_h5ad(work / "sergio_knockouts.h5ad")
+    graphs = work / "sim_graphs.zarr"
+    with GraphStore.create(graphs, overwrite=True) as store:
+        store.add_graph("truth", truth, kind="consensus", cell_type="control")
+    prepare(
+        work / "sergio_knockouts.h5ad",
+        work / "sim_cells.zarr",
+        graphs_path=graphs,
+        cell_type_key="perturbation",
+        graph_mode="ppi:truth",
+        **SIM_QC,
+        n_bins=11,
+    )
+    counts = adata.obs["perturbation"].value_counts().to_dict()
+    print(
+        f"simulated: {adata.n_obs} cells x {adata.n_vars} genes, {len(truth)} true edges, {counts}"
+    )
+    return work / "sergio_knockouts.h5ad", graphs, work / "sim_cells.zarr"
+
+
+def pretrain_both(cells: Path, graphs: Path, work: Path, *, steps: int, prefix: str = "") -> dict:
+    """GREmLN and the vanilla ablation, trained alike; their run directories by name."""
+    runs = {}
+    for name, attention in (("gremln", "diffusion"), ("vanilla", "vanilla")):
+        begun = time.perf_counter()
+        runs[name] = work / f"{prefix}{name}"
+        summary = pretrain(cells, graphs, runs[name], attention=attention, steps=steps)
+        held_out = summary.get("val_seen", {})
+        print(
+            f"pre-trained {prefix}{name}: {steps} steps in {time.perf_counter() - begun:.0f} s, "
+            f"val_seen loss {held_out.get('loss', float('nan')):.3f} "
+            f"(unigram entropy {held_out.get('unigram_entropy', float('nan')):.3f})"
+        )
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="pre-training steps per model")
+    parser.add_argument(
+        "--sim-steps", type=int, default=1000, help="pre-training steps on the simulated data"
+    )
     parser.add_argument("--work", default="bench-output/gremln-evaluations", metavar="DIR")
-    parser.add_argument("--out", metavar="FILE.md", help="also write the table here")
+    parser.add_argument("--out", metavar="FILE.md", help="also write the tables here")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     counts_path, graphs, cells = networks_and_cells(work)
     print(f"networks and cell store: {time.perf_counter() - started:.0f} s")
-    runs = {}
-    for name, attention in (("gremln", "diffusion"), ("vanilla", "vanilla")):
-        begun = time.perf_counter()
-        summary = pretrain(cells, graphs, work / name, attention=attention, steps=args.steps)
-        runs[name] = work / name
-        held_out = summary.get("val_seen", {})
-        print(
-            f"pre-trained {name}: {args.steps} steps in {time.perf_counter() - begun:.0f} s, "
-            f"val_seen loss {held_out.get('loss', float('nan')):.3f} "
-            f"(unigram entropy {held_out.get('unigram_entropy', float('nan')):.3f})"
-        )
+    runs = pretrain_both(cells, graphs, work, steps=args.steps)
     adata = ad.read_h5ad(counts_path)
     # the integration notes, per split, the types without edges: the networks line above says it
     warnings.filterwarnings("ignore", message=".*no consensus network, or an empty one")
-    common = dict(vanilla=runs["vanilla"], cell_type_key=KEY, progress=False)
     begun = time.perf_counter()
-    celltype = evaluate_celltype(
-        adata, runs["gremln"], graphs, out_dir=work / "evaluations", **common
+    pbmc = evaluate_all(
+        adata,
+        runs["gremln"],
+        graphs,
+        vanilla=runs["vanilla"],
+        cell_type_key=KEY,
+        out_dir=work / "evaluations",
+        progress=False,
     )
-    expression = evaluate_expression(
-        adata, runs["gremln"], graphs, out_dir=work / "evaluations", **common
+    pbmc_seconds = time.perf_counter() - begun
+    contexts = {c["cell_type"]: c["edges"] for c in pbmc["edges"]["data"]["contexts"]}
+    print(f"pbmc68k evaluations: {pbmc_seconds:.0f} s; edge contexts (edges): {contexts}")
+
+    sim_counts, sim_graphs, sim_cells = simulated_cells(work)
+    sim_runs = pretrain_both(sim_cells, sim_graphs, work, steps=args.sim_steps, prefix="sim-")
+    simulated = ad.read_h5ad(sim_counts)
+    begun = time.perf_counter()
+    sim = evaluate_all(
+        simulated,
+        sim_runs["gremln"],
+        sim_graphs,
+        vanilla=sim_runs["vanilla"],
+        cell_type_key="perturbation",
+        graph_mode="ppi:truth",
+        perturbation=simulated,
+        perturbation_key="perturbation",
+        out_dir=work / "sim-evaluations",
+        progress=False,
     )
-    print(f"evaluations: {time.perf_counter() - begun:.0f} s")
+    sim_seconds = time.perf_counter() - begun
     total = time.perf_counter() - started
     text = (
-        f"pbmc68k_reduced: {adata.n_obs} cells, {len(celltype['data']['cell_types'])} types; "
-        f"{args.steps} pre-training steps per model; total {total:.0f} s\n\n"
-        + table(celltype, expression)
+        f"pbmc68k_reduced: {adata.n_obs} cells, {len(pbmc['celltype']['data']['cell_types'])} "
+        f"types; {args.steps} pre-training steps per model; evaluations {pbmc_seconds:.0f} s\n\n"
+        + (work / "evaluations" / "summary.md").read_text()
+        + f"\nSERGIO knock-outs: {simulated.n_obs} cells x {simulated.n_vars} genes, "
+        f"perturbations {sim['perturbation']['data']['perturbations']}; {args.sim_steps} "
+        f"pre-training steps per model; evaluations {sim_seconds:.0f} s\n\n"
+        + (work / "sim-evaluations" / "summary.md").read_text()
+        + f"\ntotal {total:.0f} s"
     )
     print(text)
     if args.out:

@@ -564,6 +564,111 @@ def sergio_case(
     return _cached("sergio", params, build) if cache else build()
 
 
+def sergio_knockouts(
+    *,
+    hubs: Sequence[str] = ("STAT3", "MYC", "TP53"),
+    targets_per_hub: int = 20,
+    n_knockouts: int = 4,
+    cells_per_condition: int = 150,
+    seed: int = 0,
+    dropout_percentile: float = 60,
+    log_library_mean: float = 6.0,
+):
+    """A Perturb-seq-like SERGIO simulation: control cells and knock-outs of master regulators.
+
+    One regulatory network (:func:`regnetwork_dag`, SERGIO's default parameters) and one random
+    master-regulator profile, the control. Each knock-out is a copy of that profile with one
+    master regulator's production rate set to zero, simulated as a SERGIO "cell type" beside
+    the control, so the perturbation travels down the network to its targets. The regulators
+    knocked out are those with the most targets. Technical noise as in :func:`sergio_case`
+    (milder dropout and deeper libraries by default, so that knock-outs leave a trace).
+
+    Parameters
+    ----------
+    hubs, targets_per_hub
+        The sub-network of :func:`regnetwork_dag`.
+    n_knockouts
+        Master regulators knocked out, one per condition.
+    cells_per_condition
+        Cells simulated per condition (control included).
+    seed
+        Seed of NumPy's global RNG, which SERGIO uses.
+    dropout_percentile, log_library_mean
+        SERGIO's ``perc_d`` and ``mean_l`` (see :func:`sergio_case`).
+
+    Returns
+    -------
+    adata : AnnData
+        Integer counts (cells x genes; genes never detected dropped), ``obs["perturbation"]``
+        (``control`` or the knocked-out gene).
+    truth : DataFrame
+        The network: ``regulator``, ``target``, ``k`` (sign: activation or repression).
+    """
+    import anndata as ad
+    from SERGIO._sergio import sergio
+    from SERGIO.GRN._components import Gene, SingleInteraction
+    from SERGIO.GRN._grn import GRN
+    from SERGIO.GRN._utils import grnParam, parameterize_grn
+    from SERGIO.MR._profile import mrProfile
+    from SERGIO.Noise._noise import scNoise
+
+    np.random.seed(seed)
+    sub = regnetwork_dag(hubs, targets_per_hub)
+    edges = pd.DataFrame(
+        [[i, a, 0, b] for i, (a, b) in enumerate(sub.edges())],
+        columns=["index", "reg", "coop", "tar"],
+    )
+    net = parameterize_grn(edges, grnParam())
+    grn = GRN()
+    for _, r in net.iterrows():
+        grn.add_interaction(
+            SingleInteraction(
+                reg=[Gene(r.reg, r.reg_decay)], tar=Gene(r.tar, r.tar_decay), k=r.k, h=r.h, n=r.n
+            )
+        )
+    grn.setMRs()
+    regulators = sorted(grn.get_mrs())  # SERGIO keeps them in a set
+    out_degree = net.groupby("reg").size()
+    knocked_out = sorted(regulators, key=lambda g: (-out_degree.get(g, 0), g))[:n_knockouts]
+    control = mrProfile(MR_names=regulators, n_types=1)
+    control.build_rnd()
+    profile = mrProfile(MR_names=regulators, n_types=1 + len(knocked_out))
+    for regulator in regulators:
+        rates = np.repeat(control.profile[regulator][0], 1 + len(knocked_out))
+        rates[1 + np.flatnonzero(np.asarray(knocked_out) == regulator)] = 0.0
+        profile.profile[regulator] = rates
+    profile.init_ = True
+    grn.init(profile, update_half_resp=True)
+    sim = sergio(grn)
+    sim.simulate(nCells=cells_per_condition, noise_s=1, safety_iter=150, scale_iter=10)
+    expr = sim.getSimExpr()  # genes x cells, condition by condition
+    counts = scNoise()._add_noise(
+        expr.values,
+        prob_o=0.01,
+        mean_o=0.8,
+        scale_o=1,
+        mean_l=log_library_mean,
+        scale_l=0.4,
+        shape_d=6.5,
+        perc_d=dropout_percentile,
+    )
+    counts = np.asarray(counts).T.astype(np.float32)
+    keep = counts.sum(axis=0) > 0
+    genes = [str(g) for g, k in zip(expr.index, keep, strict=True) if k]
+    conditions = np.repeat(["control", *knocked_out], cells_per_condition)
+    adata = ad.AnnData(
+        X=counts[:, keep],
+        obs=pd.DataFrame(
+            {"perturbation": pd.Categorical(conditions)},
+            index=[f"cell{i}" for i in range(len(conditions))],
+        ),
+        var=pd.DataFrame(index=genes),
+    )
+    truth = net[["reg", "tar", "k"]].rename(columns={"reg": "regulator", "tar": "target"})
+    truth = truth[truth.regulator.isin(genes) & truth.target.isin(genes)].reset_index(drop=True)
+    return adata, truth
+
+
 DEEP_HUBS = ("STAT3", "MYC", "TP53", "JUN", "E2F1", "SP1")
 """Hubs of the deeper SERGIO cascade: longest path 6 in the simulated DAG, vs 3 for the default
 hubs (with ``targets_per_hub=15``). Genes SERGIO never detects (e.g. JUN at seed 0) leave the

@@ -2,7 +2,8 @@
 
 ``prepare`` tokenizes cells into a cell store; ``train`` pre-trains the model (also under
 ``torchrun --nproc_per_node N -m cli.gremln train ...``); ``embed`` writes cell and gene
-embeddings; ``evaluate celltype|expression`` scores frozen embeddings against baselines.
+embeddings; ``evaluate celltype|expression|edges|all`` scores frozen embeddings against
+baselines; ``finetune perturbation`` predicts which gene a cell's perturbation hit.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_embed_parser(commands)
     _add_evaluate_parser(commands)
+    _add_finetune_parser(commands)
     return parser
 
 
@@ -123,13 +125,26 @@ def _train(args, console: Console) -> int:
     return 0
 
 
-def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
-    """How cells get their graphs, and how the model runs: shared by embed and evaluate."""
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, the model and how it runs: shared by embed, evaluate and finetune."""
     parser.add_argument("data", metavar="DATA.h5ad", help="counts, cells x genes")
     parser.add_argument(
         "--model", required=True, metavar="RUN_DIR", help="a training run (or its model/ folder)"
     )
     parser.add_argument("--store", required=True, metavar="GRAPHS.zarr", help="the graph store")
+    parser.add_argument("--layer", metavar="L", help="layer holding the counts (default: X)")
+    parser.add_argument("--batch-size", type=int, default=32, help="cells per forward pass")
+    parser.add_argument(
+        "--max-length", type=int, default=2048, help="genes per cell at most (default: 2048)"
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's arguments, and how cells get their graphs: shared by embed and evaluate."""
+    _add_model_arguments(parser)
     parser.add_argument(
         "--graph-mode",
         default="integrated",
@@ -143,17 +158,9 @@ def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
         help="integrated mode: labelled counts to integrate the cells against (its "
         "--cell-type-key column is read)",
     )
-    parser.add_argument("--layer", metavar="L", help="layer holding the counts (default: X)")
     parser.add_argument(
         "--pooling", choices=["mean", "cls"], default="mean", help="cell embedding (default: mean)"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="cells per forward pass")
-    parser.add_argument(
-        "--max-length", type=int, default=2048, help="genes per cell at most (default: 2048)"
-    )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_embed_parser(commands) -> None:
@@ -199,7 +206,7 @@ def _add_embed_parser(commands) -> None:
 def _add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
-        help="score frozen embeddings against baselines (cell types, expression)",
+        help="score frozen embeddings against baselines (cell types, expression, edges, all)",
         description="Paper section 4: each evaluation writes OUT_DIR/<evaluation>.json (per "
         "model and baseline, each metric's mean and std over random splits) and PNG figures.",
     )
@@ -219,19 +226,54 @@ def _add_evaluate_parser(commands) -> None:
         "most variable genes, R^2 on held-out cells (appendix A.6); a predicted-vs-true figure. "
         "Baselines: PCA of log-normalized expression, and --vanilla when given.",
     )
-    for task in (celltype, expression):
-        _add_graph_arguments(task)
-        task.add_argument("--out", required=True, metavar="OUT_DIR")
-        task.add_argument(
-            "--vanilla", metavar="RUN_DIR", help="the vanilla-attention ablation, side by side"
-        )
-        task.add_argument("--splits", type=int, default=3, help="random splits (default: 3)")
-        task.add_argument(
-            "--n-pcs", type=int, default=50, help="components of the PCA baseline (default: 50)"
-        )
-    celltype.add_argument(
-        "--cell-type-key", required=True, metavar="KEY", help="the label column (data, reference)"
+    edges = tasks.add_parser(
+        "edges",
+        help="link prediction of hidden edges of cell-type networks from gene embeddings",
+        description="Hide 15% of the edges of each cell type's consensus network; GREmLN embeds "
+        "the type's cells with the visible graph, and a link predictor on its frozen gene "
+        "embeddings scores the hidden edges against sampled non-edges: AUROC and average "
+        "precision over three seeds; ROC and precision-recall figures. Baselines (through a "
+        "graph attention network over the visible graph): PCA gene loadings, and --vanilla.",
     )
+    everything = tasks.add_parser(
+        "all",
+        help="every evaluation, and one markdown table (OUT_DIR/summary.md)",
+        description="celltype, expression and edges on DATA (and perturbation on "
+        "--perturbation), each with its defaults, then OUT_DIR/summary.md: a row per model, a "
+        "column per metric (mean ± std).",
+    )
+    for task in (celltype, expression, everything):
+        _add_graph_arguments(task)
+    _add_model_arguments(edges)
+    for task in (celltype, expression, edges, everything):
+        _add_comparison_arguments(task)
+    for task in (celltype, edges, everything):
+        task.add_argument(
+            "--cell-type-key",
+            required=True,
+            metavar="KEY",
+            help="the label column (data, reference)",
+        )
+    edges.add_argument(
+        "--cell-types",
+        metavar="A,B,...",
+        help="the types whose networks are evaluated, e.g. those held out of pre-training "
+        "(default: every type with a consensus network)",
+    )
+    edges.add_argument(
+        "--min-edges",
+        type=int,
+        default=10,
+        help="networks with fewer edges among expressed genes are left out (default: 10)",
+    )
+    edges.add_argument(
+        "--epochs", type=int, default=200, help="link predictor training steps (default: 200)"
+    )
+    everything.add_argument(
+        "--perturbation", metavar="PERTURB.h5ad", help="also run the perturbation evaluation"
+    )
+    everything.add_argument("--perturbation-key", metavar="KEY", help="its perturbation column")
+    everything.add_argument("--control", default="control", help="its control label")
     expression.add_argument(
         "--cell-type-key",
         metavar="KEY",
@@ -239,6 +281,50 @@ def _add_evaluate_parser(commands) -> None:
     )
     expression.add_argument(
         "--n-genes", type=int, default=200, help="most variable genes to predict (default: 200)"
+    )
+
+
+def _add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """Output, the ablation and the baselines: shared by every evaluation."""
+    parser.add_argument("--out", required=True, metavar="OUT_DIR")
+    parser.add_argument(
+        "--vanilla", metavar="RUN_DIR", help="the vanilla-attention ablation, side by side"
+    )
+    parser.add_argument("--splits", type=int, default=3, help="random splits (default: 3)")
+    parser.add_argument(
+        "--n-pcs", type=int, default=50, help="components of the PCA baseline (default: 50)"
+    )
+
+
+def _add_finetune_parser(commands) -> None:
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tuned tasks (reverse perturbation prediction)",
+        description="Tasks that train the model further, scored beside frozen embeddings.",
+    )
+    tasks = finetune.add_subparsers(dest="task", required=True, metavar="TASK")
+    perturbation = tasks.add_parser(
+        "perturbation",
+        help="which gene was perturbed, from a perturbed cell's profile",
+        description="Reverse perturbation prediction on any Perturb-seq-like h5ad of counts "
+        "with a perturbation column (control cells left out): a linear probe on frozen "
+        "embeddings, and the model fine-tuned with a classification head (cross-entropy); "
+        "accuracy and macro-F1 over three stratified splits. Baselines: lasso logistic "
+        "regression on log-normalized expression, PCA, and --vanilla.",
+    )
+    _add_graph_arguments(perturbation)
+    _add_comparison_arguments(perturbation)
+    perturbation.add_argument("--perturbation-key", required=True, metavar="KEY")
+    perturbation.add_argument(
+        "--control", default="control", help="label of unperturbed cells (default: control)"
+    )
+    perturbation.add_argument(
+        "--cell-type-key",
+        metavar="KEY",
+        help="integrated mode: label column of the reference, or of the training cells",
+    )
+    perturbation.add_argument(
+        "--epochs", type=int, default=5, help="fine-tuning epochs (default: 5)"
     )
 
 
@@ -292,32 +378,74 @@ def _embed(args) -> dict:
 
 
 def _evaluate(args) -> dict:
+    """Run one evaluation (or fine-tuning task, or all); return its result(s)."""
     from gremln.embed import load_model
+    from gremln.evaluate.all import evaluate_all
     from gremln.evaluate.celltype import evaluate_celltype
+    from gremln.evaluate.edges import evaluate_edges
     from gremln.evaluate.expression import evaluate_expression
+    from gremln.evaluate.perturbation import evaluate_perturbation
 
     adata = _read_h5ad(args.data, "DATA")
     common = dict(
         vanilla=load_model(args.vanilla, device=args.device) if args.vanilla else None,
-        graph_mode=args.graph_mode,
-        reference=_read_h5ad(args.reference, "--reference") if args.reference else None,
-        cell_type_key=args.cell_type_key,
         out_dir=args.out,
         layer=args.layer,
         n_splits=args.splits,
         n_pcs=args.n_pcs,
         seed=args.seed,
-        embed_options={
-            "pooling": args.pooling,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-        },
+        embed_options={"batch_size": args.batch_size, "max_length": args.max_length},
         progress=not args.quiet,
     )
     model = load_model(args.model, device=args.device)
+    if args.command == "evaluate" and args.evaluation == "edges":
+        cell_types = args.cell_types.split(",") if args.cell_types else None
+        return evaluate_edges(
+            adata,
+            model,
+            args.store,
+            cell_type_key=args.cell_type_key,
+            cell_types=cell_types,
+            min_edges=args.min_edges,
+            epochs=args.epochs,
+            **common,
+        )
+    common["embed_options"]["pooling"] = args.pooling
+    graphs = dict(
+        graph_mode=args.graph_mode,
+        reference=_read_h5ad(args.reference, "--reference") if args.reference else None,
+        cell_type_key=args.cell_type_key,
+    )
+    if args.command == "finetune":
+        return evaluate_perturbation(
+            adata,
+            model,
+            args.store,
+            perturbation_key=args.perturbation_key,
+            control=args.control,
+            epochs=args.epochs,
+            **graphs,
+            **common,
+        )
+    if args.evaluation == "all":
+        if args.perturbation and not args.perturbation_key:
+            raise ValueError("--perturbation needs --perturbation-key, its perturbation column")
+        perturbation = (
+            _read_h5ad(args.perturbation, "--perturbation") if args.perturbation else None
+        )
+        return evaluate_all(
+            adata,
+            model,
+            args.store,
+            perturbation=perturbation,
+            perturbation_key=args.perturbation_key,
+            control=args.control,
+            **graphs,
+            **common,
+        )
     if args.evaluation == "celltype":
-        return evaluate_celltype(adata, model, args.store, **common)
-    return evaluate_expression(adata, model, args.store, n_genes=args.n_genes, **common)
+        return evaluate_celltype(adata, model, args.store, **graphs, **common)
+    return evaluate_expression(adata, model, args.store, n_genes=args.n_genes, **graphs, **common)
 
 
 def _none(value: str) -> str | None:
@@ -325,9 +453,14 @@ def _none(value: str) -> str | None:
 
 
 def _print_scores(result: dict, out_dir: str) -> None:
-    """The models' metrics as a table (stdout)."""
+    """The models' metrics as a table (stdout); for ``evaluate all``, the summary table."""
     from rich.table import Table
 
+    from gremln.evaluate.all import summary_table
+
+    if "evaluation" not in result:  # evaluation -> result, from evaluate all
+        print(summary_table(result), end="")
+        return
     models = result["models"]
     metrics = [m for m in next(iter(models.values())) if m != "ridge_penalty"]
     table = Table(title=f"{result['evaluation']} ({out_dir})")
@@ -346,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True, soft_wrap=True)
     if args.command == "train":
         return _train(args, console)
-    if args.command in ("embed", "evaluate"):
+    if args.command in ("embed", "evaluate", "finetune"):
         return _embed_or_evaluate(args, console)
     from gremln.cellstore import prepare
     from netinfer.io import InputError
@@ -386,7 +519,11 @@ def _embed_or_evaluate(args, console: Console) -> int:
             else:
                 _print_scores(_evaluate(args), args.out)
     except (InputError, StoreError, FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        # library errors say <data> for the data in memory: name its file here
+        message = str(error).replace("<data>", args.data)
+        if getattr(args, "perturbation", None):
+            message = message.replace("<perturbation>", args.perturbation)
+        console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     return 0
 

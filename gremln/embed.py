@@ -132,39 +132,21 @@ def compute_embeddings(
         )
     if (gene_embeddings == "per_cell") != (per_cell_path is not None):
         raise ValueError("per_cell_path is needed with gene_embeddings='per_cell', and only then")
-    if model.vocabulary is None:
-        raise InputError("<model>: saved without vocabulary.json; cannot tokenize cells for it")
-    if not adata.obs_names.is_unique or not adata.var_names.is_unique:
-        raise InputError(
-            "<data>: cell ids and gene ids must be unique (adata.obs_names_make_unique(), "
-            "adata.var_names_make_unique())"
-        )
-    counts = adata.layers[layer] if layer is not None else adata.X
-    tokens, info = tokenize(counts, adata.var_names, adata.obs_names, model.vocabulary)
-    keys, info["graphs"] = cell_graph_keys(
+    device = next(model.parameters()).device
+    use_flash = flash_attn_varlen_func is not None and device.type == "cuda"
+    dataset, info = token_dataset(
         adata,
-        counts,
+        model,
         graphs_path,
-        graph_mode,
+        graph_mode=graph_mode,
         reference=reference,
         cell_type_key=cell_type_key,
         assignment=assignment,
         integration=integration,
-    )
-    device = next(model.parameters()).device
-    use_flash = flash_attn_varlen_func is not None and device.type == "cuda"
-    offsets = tokens[0]
-    lengths = np.diff(offsets) if max_length is None else np.minimum(np.diff(offsets), max_length)
-    dataset = TokenArrayDataset(
-        *tokens,
-        vocabulary=model.vocabulary,
-        graphs_path=graphs_path,
-        graph_keys=keys,
-        cell_ids=adata.obs_names.astype(str).to_numpy(),
+        layer=layer,
         max_length=max_length,
         batch_size=batch_size,
         layout="packed" if use_flash else "padded",
-        order=np.argsort(lengths, kind="stable"),  # similar lengths together: little padding
     )
     var_of_token = np.full(len(model.vocabulary), -1, dtype=np.int64)
     ids, _ = model.vocabulary.encode(adata.var_names)
@@ -213,6 +195,61 @@ def compute_embeddings(
         model_config=asdict(model.config),
     )
     return Embeddings(cells, genes_mean, gene_cells if gene_embeddings else None, info)
+
+
+def token_dataset(
+    adata,
+    model: GremlnModel,
+    graphs_path: str | os.PathLike[str],
+    *,
+    graph_mode: str = "integrated",
+    reference=None,
+    cell_type_key: str | None = None,
+    assignment: str = "gremln-embed",
+    integration: dict | None = None,
+    layer: str | None = None,
+    max_length: int | None = 2048,
+    batch_size: int = 32,
+    layout: str = "padded",
+) -> tuple[TokenArrayDataset, dict]:
+    """Every cell's tokens and graph as the model's batches, cells of similar length together
+    (the dataset's ``indices`` set another order), and what tokenizing and the graphs reported.
+
+    The parameters are those of :func:`embed`; ``layout`` is ``padded`` or ``packed``.
+    """
+    if model.vocabulary is None:
+        raise InputError("<model>: saved without vocabulary.json; cannot tokenize cells for it")
+    if not adata.obs_names.is_unique or not adata.var_names.is_unique:
+        raise InputError(
+            "<data>: cell ids and gene ids must be unique (adata.obs_names_make_unique(), "
+            "adata.var_names_make_unique())"
+        )
+    counts = adata.layers[layer] if layer is not None else adata.X
+    tokens, info = tokenize(counts, adata.var_names, adata.obs_names, model.vocabulary)
+    keys, info["graphs"] = cell_graph_keys(
+        adata,
+        counts,
+        graphs_path,
+        graph_mode,
+        reference=reference,
+        cell_type_key=cell_type_key,
+        assignment=assignment,
+        integration=integration,
+    )
+    offsets = tokens[0]
+    lengths = np.diff(offsets) if max_length is None else np.minimum(np.diff(offsets), max_length)
+    dataset = TokenArrayDataset(
+        *tokens,
+        vocabulary=model.vocabulary,
+        graphs_path=graphs_path,
+        graph_keys=keys,
+        cell_ids=adata.obs_names.astype(str).to_numpy(),
+        max_length=max_length,
+        batch_size=batch_size,
+        layout=layout,
+        order=np.argsort(lengths, kind="stable"),  # similar lengths together: little padding
+    )
+    return dataset, info
 
 
 def embed(

@@ -1,9 +1,12 @@
 """Evaluations of frozen GREmLN embeddings (paper section 4), each with its baselines and figures.
 
-One module per evaluation: :mod:`~gremln.evaluate.celltype` (a linear classifier of cell types)
-and :mod:`~gremln.evaluate.expression` (linear regression to expression). Shared here: the
-features every model or baseline gives the cells of a split (:func:`feature_sets`), the random
-splits, metric summaries and the result file.
+One module per evaluation: :mod:`~gremln.evaluate.celltype` (a linear classifier of cell types),
+:mod:`~gremln.evaluate.expression` (linear regression to expression),
+:mod:`~gremln.evaluate.edges` (link prediction on held-out edges of cell-type graphs) and
+:mod:`~gremln.evaluate.perturbation` (which gene was knocked out, frozen and fine-tuned);
+:mod:`~gremln.evaluate.all` runs them all and writes one table. Shared here: the features every
+model or baseline gives the cells of a split (:func:`feature_sets`), the random splits, metric
+summaries and the result file.
 
 Every evaluation writes ``OUT_DIR/<evaluation>.json``::
 
@@ -35,6 +38,33 @@ import numpy as np
 from netinfer.io import InputError, atomic_write
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
+EVALUATION_ASSIGNMENT = "gremln-evaluate"  # the integration's assignment in the graph store
+
+
+def model_set(model, vanilla=None) -> dict:
+    """The models an evaluation compares: ``gremln``, and ``vanilla`` when given."""
+    return {"gremln": model} | ({"vanilla": vanilla} if vanilla is not None else {})
+
+
+def as_model(model):
+    """A :class:`~gremln.model.GremlnModel` as is, or the saved model at a path."""
+    from gremln.embed import load_model
+
+    return model if not isinstance(model, str | os.PathLike) else load_model(model)
+
+
+def ignores_graphs(model) -> bool:
+    """Whether the model's attention never reads a graph (the vanilla ablation)."""
+    return model.config.attention == "vanilla"
+
+
+def require_column(adata, key: str | None, what: str = "<data>") -> None:
+    """Raise an :class:`InputError` naming the columns there when ``obs[key]`` is missing."""
+    if key is None or key not in adata.obs:
+        raise InputError(
+            f"{what}: no obs column {key!r}; columns are: "
+            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
+        )
 
 
 def metric_summary(values) -> dict:
@@ -195,9 +225,7 @@ def feature_sets(
     progress
         Show progress bars.
     """
-    import anndata as ad
-
-    from gremln.embed import compute_embeddings, load_model
+    from gremln.embed import compute_embeddings
     from netinfer.pipeline import normalize
 
     counts = adata.layers[layer] if layer is not None else adata.X
@@ -217,27 +245,21 @@ def feature_sets(
     }
 
     def model_features(model) -> Callable[[np.ndarray], np.ndarray]:
-        model = model if not isinstance(model, str | os.PathLike) else load_model(model)
-        ignores_graphs = model.config.attention == "vanilla"
+        model = as_model(model)
         cache: dict[bytes, np.ndarray] = {}
 
         def features(fit_rows: np.ndarray) -> np.ndarray:
-            key = b"" if ignores_graphs or not per_split else np.asarray(fit_rows).tobytes()
+            key = b"" if ignores_graphs(model) or not per_split else np.asarray(fit_rows).tobytes()
             if key not in cache:
-                settings = dict(graph_mode=graph_mode, reference=reference)
-                if ignores_graphs:
-                    settings = dict(graph_mode="none", reference=None)
-                elif per_split:  # the split's fitting cells, with their labels, are the reference
-                    fitting = adata[fit_rows]
-                    settings["reference"] = ad.AnnData(
-                        X=counts[fit_rows], obs=fitting.obs[[cell_type_key]], var=fitting.var[[]]
-                    )
+                settings = split_graph_settings(
+                    adata, model, fit_rows, graph_mode, reference, cell_type_key, layer
+                )
                 cache[key] = compute_embeddings(
                     adata,
                     model,
                     graphs_path,
                     cell_type_key=cell_type_key,
-                    assignment="gremln-evaluate",
+                    assignment=EVALUATION_ASSIGNMENT,
                     **settings,
                     **options,
                 ).cells
@@ -249,6 +271,23 @@ def feature_sets(
     sets = {name: model_features(model) for name, model in models.items()}
     sets["pca"] = lambda fit_rows: pca_features(lognorm, fit_rows, n_pcs=n_pcs, seed=seed)
     return sets
+
+
+def split_graph_settings(
+    adata, model, fit_rows, graph_mode: str, reference, cell_type_key, layer
+) -> dict:
+    """``graph_mode`` and ``reference`` of :func:`gremln.embed.compute_embeddings` for one split:
+    no graph for a model that ignores graphs; in ``integrated`` mode without a reference, the
+    split's fitting cells with only their labels (``cell_type_key``) as the reference."""
+    import anndata as ad
+
+    if ignores_graphs(model):
+        return dict(graph_mode="none", reference=None)
+    if graph_mode == "integrated" and reference is None:
+        fitting = adata[fit_rows]
+        counts = fitting.layers[layer] if layer is not None else fitting.X
+        reference = ad.AnnData(X=counts, obs=fitting.obs[[cell_type_key]], var=fitting.var[[]])
+    return dict(graph_mode=graph_mode, reference=reference)
 
 
 def standardize(features: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ normalized confusion matrix per model, summed over the splits' test cells.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,14 +21,15 @@ import torch
 from gremln.evaluate import (
     feature_sets,
     graph_source,
+    model_set,
     pyplot,
     random_splits,
+    require_column,
     save_figure,
     standardize,
     summarize,
     write_result,
 )
-from netinfer.io import InputError
 
 EVALUATION = "celltype"
 FIGURE = "celltype_confusion.png"
@@ -125,6 +127,45 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
+Classifier = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+"""Fits on a split's training (and validation) rows and predicts the class codes of its test
+rows: ``classify(train, val, test, split_index)``."""
+
+
+def linear_probe(
+    featurize: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, n_classes: int, seed: int
+) -> Classifier:
+    """A :class:`LinearProbe` on standardized features (``featurize``: a split's fitting rows
+    to features of all cells, see :func:`gremln.evaluate.feature_sets`)."""
+
+    def classify(train, val, test, split: int) -> np.ndarray:
+        x = standardize(featurize(np.sort(np.concatenate([train, val]))), train)
+        probe = fit_linear_probe(
+            x[train], codes[train], x[val], codes[val], n_classes=n_classes, seed=seed + split
+        )
+        return probe.predict(x[test])
+
+    return classify
+
+
+def classification_scores(
+    classifiers: dict[str, Classifier], codes: np.ndarray, n_classes: int, *, n_splits, seed
+) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+    """Every classifier on every stratified random split
+    (:func:`gremln.evaluate.random_splits`): per classifier, the metrics of each split
+    (:func:`classification_metrics`) and the confusion counts (true x predicted, summed over
+    the splits' test cells)."""
+    scores: dict[str, list[dict]] = {name: [] for name in classifiers}
+    confusion = {name: np.zeros((n_classes, n_classes), dtype=np.int64) for name in classifiers}
+    splits = random_splits(len(codes), n_splits=n_splits, seed=seed, labels=codes)
+    for i, (train, val, test) in enumerate(splits):
+        for name, classify in classifiers.items():
+            predicted = classify(train, val, test, i)
+            scores[name].append(classification_metrics(codes[test], predicted))
+            np.add.at(confusion[name], (codes[test], predicted), 1)
+    return scores, confusion
+
+
 def celltype_scores(
     features: dict,
     labels: np.ndarray,
@@ -150,20 +191,10 @@ def celltype_scores(
     predicted, summed over the splits' test cells); the class names.
     """
     classes, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
-    scores: dict[str, list[dict]] = {name: [] for name in features}
-    confusion = {name: np.zeros((len(classes), len(classes)), dtype=np.int64) for name in features}
-    for i, (train, val, test) in enumerate(
-        random_splits(len(codes), n_splits=n_splits, seed=seed, labels=codes)
-    ):
-        fit_rows = np.sort(np.concatenate([train, val]))
-        for name, featurize in features.items():
-            x = standardize(featurize(fit_rows), train)
-            probe = fit_linear_probe(
-                x[train], codes[train], x[val], codes[val], n_classes=len(classes), seed=seed + i
-            )
-            predicted = probe.predict(x[test])
-            scores[name].append(classification_metrics(codes[test], predicted))
-            np.add.at(confusion[name], (codes[test], predicted), 1)
+    probes = {name: linear_probe(f, codes, len(classes), seed) for name, f in features.items()}
+    scores, confusion = classification_scores(
+        probes, codes, len(classes), n_splits=n_splits, seed=seed
+    )
     return scores, confusion, list(classes)
 
 
@@ -243,15 +274,10 @@ def evaluate_celltype(
             "graph mode celltype gives every test cell the graph of its own label; use "
             "integrated (the default), ppi:NAME or none"
         )
-    if cell_type_key not in adata.obs:
-        raise InputError(
-            f"<data>: no obs column {cell_type_key!r}; columns are: "
-            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
-        )
-    models = {"gremln": model} | ({"vanilla": vanilla} if vanilla is not None else {})
+    require_column(adata, cell_type_key)
     features = feature_sets(
         adata,
-        models,
+        model_set(model, vanilla),
         graphs_path,
         graph_mode=graph_mode,
         reference=reference,

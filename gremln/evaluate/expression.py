@@ -19,6 +19,7 @@ import numpy as np
 from gremln.evaluate import (
     feature_sets,
     graph_source,
+    model_set,
     pyplot,
     random_splits,
     save_figure,
@@ -164,10 +165,9 @@ def evaluate_expression(
     """
     from netinfer.pipeline import normalize
 
-    models = {"gremln": model} | ({"vanilla": vanilla} if vanilla is not None else {})
     features = feature_sets(
         adata,
-        models,
+        model_set(model, vanilla),
         graphs_path,
         graph_mode=graph_mode,
         reference=reference,
