@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/netinfer example-data demo-output
 	$(VENV)/bin/netinfer aracne demo-output/pbmc68k_counts.h5ad \
 		--regulators demo-output/human_tfs.txt --output demo-output/network.tsv
+	$(VENV)/bin/gremln demo demo-output
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -298,3 +298,17 @@ def test_the_four_graph_integrations_train(stores, tmp_path):
         assert math.isfinite(summary["val_seen"]["loss"]), name
         model = GremlnModel.from_pretrained(tmp_path / name / "model")
         assert (model.config.attention, model.config.adapter) == (attention, adapter)
+
+
+def test_cli_graph_integration_sets_attention_and_adapter(stores, tmp_path, capsys):
+    cells, graphs = stores
+    args = ["train", "--cells", str(cells), "--graphs", str(graphs), "--device", "cpu"]
+    args += ["--d-model", "16", "--heads", "2", "--layers", "1", "--max-steps", "1"]
+    args += ["--workers", "0", "--batch-size", "4"]
+    out = tmp_path / "adapter"
+    assert gremln_main([*args, "--out", str(out), "--graph-integration", "adapter"]) == 0
+    config = GremlnModel.from_pretrained(out / "model").config
+    assert (config.attention, config.adapter) == ("vanilla", True)
+    both = [*args, "--out", str(tmp_path / "x"), "--graph-integration", "both"]
+    assert gremln_main([*both, "--attention", "vanilla"]) == 2
+    assert "not both" in capsys.readouterr().err
