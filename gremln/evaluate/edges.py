@@ -240,14 +240,21 @@ def link_prediction_scores(
         torch.manual_seed(seed)
         predictor = LinkPredictor(x.shape[1], graph_attention=graph_attention)
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(predictor(x, edges, pairs), labels)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        test = torch.from_numpy(split.test_pairs()[0])
-        return torch.sigmoid(predictor(x, edges, test)).numpy().astype(np.float64)
+    threads = torch.get_num_threads()
+    # one thread: index_add_ sums in thread order, so more threads break reruns' equality (the
+    # graphs are small: nothing is lost)
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            optimizer.zero_grad()
+            logits = predictor(x, edges, pairs)
+            nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
+            optimizer.step()
+        with torch.no_grad():
+            test = torch.from_numpy(split.test_pairs()[0])
+            return torch.sigmoid(predictor(x, edges, test)).numpy().astype(np.float64)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def edge_contexts(
