@@ -451,6 +451,48 @@ def simulate_clean(grn, n_types: int, cells_per_type: int) -> pd.DataFrame:
     return sim.getSimExpr()
 
 
+def regnetwork_grn(hubs, targets_per_hub: int):
+    """A SERGIO GRN (master regulators set) on :func:`regnetwork_dag`'s sub-network, with its
+    parameterized edge table; draws from NumPy's global RNG, which the caller seeds."""
+    from SERGIO.GRN._components import Gene, SingleInteraction
+    from SERGIO.GRN._grn import GRN
+    from SERGIO.GRN._utils import grnParam, parameterize_grn
+
+    sub = regnetwork_dag(hubs, targets_per_hub)
+    edges = pd.DataFrame(
+        [[i, a, 0, b] for i, (a, b) in enumerate(sub.edges())],
+        columns=["index", "reg", "coop", "tar"],
+    )
+    net = parameterize_grn(edges, grnParam())
+    grn = GRN()
+    for _, r in net.iterrows():
+        grn.add_interaction(
+            SingleInteraction(
+                reg=[Gene(r.reg, r.reg_decay)], tar=Gene(r.tar, r.tar_decay), k=r.k, h=r.h, n=r.n
+            )
+        )
+    grn.setMRs()
+    return grn, net
+
+
+def technical_noise(expr: np.ndarray, log_library_mean: float, dropout_percentile: float):
+    """SERGIO's outliers, library size and dropout on clean genes x cells expression; returns
+    counts as cells x genes."""
+    from SERGIO.Noise._noise import scNoise
+
+    counts = scNoise()._add_noise(
+        expr,
+        prob_o=0.01,
+        mean_o=0.8,
+        scale_o=1,
+        mean_l=log_library_mean,
+        scale_l=0.4,
+        shape_d=6.5,
+        perc_d=dropout_percentile,
+    )
+    return np.asarray(counts).T
+
+
 def sergio_case(
     n_cell_types: int,
     *,
@@ -516,42 +558,10 @@ def sergio_case(
     )
 
     def build() -> Dataset:
-        from SERGIO.GRN._components import Gene, SingleInteraction
-        from SERGIO.GRN._grn import GRN
-        from SERGIO.GRN._utils import grnParam, parameterize_grn
-        from SERGIO.Noise._noise import scNoise
-
         np.random.seed(seed)
-        sub = regnetwork_dag(hubs, targets_per_hub)
-        edges = pd.DataFrame(
-            [[i, a, 0, b] for i, (a, b) in enumerate(sub.edges())],
-            columns=["index", "reg", "coop", "tar"],
-        )
-        net = parameterize_grn(edges, grnParam())
-        grn = GRN()
-        for _, r in net.iterrows():
-            grn.add_interaction(
-                SingleInteraction(
-                    reg=[Gene(r.reg, r.reg_decay)],
-                    tar=Gene(r.tar, r.tar_decay),
-                    k=r.k,
-                    h=r.h,
-                    n=r.n,
-                )
-            )
-        grn.setMRs()
+        grn, net = regnetwork_grn(hubs, targets_per_hub)
         expr = simulate_clean(grn, n_cell_types, cells_per_type)  # genes x cells
-        counts = scNoise()._add_noise(
-            expr.values,
-            prob_o=0.01,
-            mean_o=0.8,
-            scale_o=1,
-            mean_l=log_library_mean,
-            scale_l=0.4,
-            shape_d=6.5,
-            perc_d=dropout_percentile,
-        )
-        counts = np.asarray(counts).T  # cells x genes
+        counts = technical_noise(expr.values, log_library_mean, dropout_percentile)
         keep = counts.sum(axis=0) > 0
         genes = [str(g) for g, k in zip(expr.index, keep, strict=True) if k]
         X = normalize_log1p(counts[:, keep])
@@ -606,27 +616,10 @@ def sergio_knockouts(
     """
     import anndata as ad
     from SERGIO._sergio import sergio
-    from SERGIO.GRN._components import Gene, SingleInteraction
-    from SERGIO.GRN._grn import GRN
-    from SERGIO.GRN._utils import grnParam, parameterize_grn
     from SERGIO.MR._profile import mrProfile
-    from SERGIO.Noise._noise import scNoise
 
     np.random.seed(seed)
-    sub = regnetwork_dag(hubs, targets_per_hub)
-    edges = pd.DataFrame(
-        [[i, a, 0, b] for i, (a, b) in enumerate(sub.edges())],
-        columns=["index", "reg", "coop", "tar"],
-    )
-    net = parameterize_grn(edges, grnParam())
-    grn = GRN()
-    for _, r in net.iterrows():
-        grn.add_interaction(
-            SingleInteraction(
-                reg=[Gene(r.reg, r.reg_decay)], tar=Gene(r.tar, r.tar_decay), k=r.k, h=r.h, n=r.n
-            )
-        )
-    grn.setMRs()
+    grn, net = regnetwork_grn(hubs, targets_per_hub)
     regulators = sorted(grn.get_mrs())  # SERGIO keeps them in a set
     out_degree = net.groupby("reg").size()
     knocked_out = sorted(regulators, key=lambda g: (-out_degree.get(g, 0), g))[:n_knockouts]
@@ -642,17 +635,8 @@ def sergio_knockouts(
     sim = sergio(grn)
     sim.simulate(nCells=cells_per_condition, noise_s=1, safety_iter=150, scale_iter=10)
     expr = sim.getSimExpr()  # genes x cells, condition by condition
-    counts = scNoise()._add_noise(
-        expr.values,
-        prob_o=0.01,
-        mean_o=0.8,
-        scale_o=1,
-        mean_l=log_library_mean,
-        scale_l=0.4,
-        shape_d=6.5,
-        perc_d=dropout_percentile,
-    )
-    counts = np.asarray(counts).T.astype(np.float32)
+    counts = technical_noise(expr.values, log_library_mean, dropout_percentile)
+    counts = counts.astype(np.float32)
     keep = counts.sum(axis=0) > 0
     genes = [str(g) for g, k in zip(expr.index, keep, strict=True) if k]
     conditions = np.repeat(["control", *knocked_out], cells_per_condition)
