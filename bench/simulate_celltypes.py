@@ -38,7 +38,13 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from simulate import DEEP_HUBS, _cached, regnetwork_dag, simulate_clean  # noqa: E402
+from simulate import (  # noqa: E402
+    DEEP_HUBS,
+    _cached,
+    regnetwork_dag,
+    simulate_clean,
+    technical_noise,
+)
 
 SCENARIOS = ("shared", "specific")
 
@@ -163,7 +169,6 @@ def sergio_celltypes(
 
     def build() -> CellTypeData:
         from SERGIO.GRN._utils import grnParam, parameterize_grn
-        from SERGIO.Noise._noise import scNoise
 
         np.random.seed(seed)
         sub = regnetwork_dag(hubs, targets_per_hub)
@@ -189,17 +194,9 @@ def sergio_celltypes(
             expr = pd.concat(parts, axis=1)
         expr = expr.loc[all_genes]
         labels = np.repeat(np.array(names), cells_per_type)
-        counts = scNoise()._add_noise(
-            expr.to_numpy(dtype=np.float64),
-            prob_o=0.01,
-            mean_o=0.8,
-            scale_o=1,
-            mean_l=log_library_mean,
-            scale_l=0.4,
-            shape_d=6.5,
-            perc_d=dropout_percentile,
-        )
-        counts = np.asarray(counts, dtype=np.int64).T  # cells x genes
+        counts = technical_noise(
+            expr.to_numpy(dtype=np.float64), log_library_mean, dropout_percentile
+        ).astype(np.int64)  # cells x genes
         detected = counts.sum(axis=0) > 0
         genes = [g for g, d in zip(all_genes, detected, strict=True) if d]
         regulators = [g for g in genes if sub.out_degree(g) > 0]
