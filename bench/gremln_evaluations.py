@@ -7,26 +7,31 @@ Steps (every seed fixed, so a rerun gives the same tables on the same machine):
    cell-type networks from it (``celltype_networks`` with the README's demo settings; types of
    fewer than ``min_cells`` cells get none, which leaves 7 types with a network).
 2. ``gremln prepare`` of the cells of those 7 types (each cell paired with its type's network),
-   then pre-training of two models with the same settings and steps: GREmLN (diffusion
-   attention) and the vanilla-attention ablation.
+   then pre-training of the four ``--graph-integration`` variants with the same data, settings
+   and steps: ``gremln`` (diffusion attention), ``vanilla`` (none: the ablation), ``adapter``
+   (GRNFormer's structure adapter over the cell's graph, vanilla attention) and ``both``.
 3. ``evaluate_all`` on all 700 cells (all 10 types), three random splits: celltype and
    expression (the cells' graphs come from the kNN integration against each split's training
-   cells, whose labels alone are read; the vanilla model uses no graph) and edges (the types'
-   networks with at least 10 edges among expressed genes, 15% hidden per seed).
+   cells, whose labels alone are read; the vanilla model uses no graph, the other three read
+   the same graphs) and edges (the types' networks with at least 10 edges among expressed
+   genes, 15% hidden per seed).
 4. The simulated data (``simulate.sergio_knockouts``): SERGIO on a RegNetwork sub-network,
-   control cells and knock-outs of the 4 master regulators with the most targets. Both models
-   are pre-trained on all its cells with the true network as every cell's graph (no labels are
-   read in pre-training), then ``evaluate_all`` with ``--cell-type-key perturbation`` (celltype:
-   which condition, control included), the true network as the control cells' network for
-   edges, and the perturbation evaluation (which gene was knocked out). Every cell gets the
-   true network as its graph (``ppi:truth``), so no evaluation reads a test cell's label.
+   control cells and knock-outs of the 4 master regulators with the most targets. The four
+   variants are pre-trained on all its cells with the true network as every cell's graph (no
+   labels are read in pre-training), then ``evaluate_all`` with ``--cell-type-key
+   perturbation`` (celltype: which condition, control included), the true network as the
+   control cells' network for edges, and the perturbation evaluation (which gene was knocked
+   out). Every cell gets the true network as its graph (``ppi:truth``), so no evaluation reads
+   a test cell's label.
 
 Usage: python bench/gremln_evaluations.py [--steps N] [--sim-steps N] [--work DIR] [--out FILE.md]
+       [--reuse]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +41,7 @@ from simulate import sergio_knockouts
 
 from gremln.cellstore import prepare
 from gremln.evaluate.all import evaluate_all
-from gremln.train import TrainConfig, train
+from gremln.train import GRAPH_INTEGRATIONS, TrainConfig, train
 from netinfer.datasets import human_tfs, pbmc68k_counts
 from netinfer.pipeline import celltype_networks
 from netinfer.store import GraphStore
@@ -44,10 +49,13 @@ from netinfer.store import GraphStore
 KEY = "bulk_labels"
 MODEL = dict(d_model=64, n_layers=2, n_heads=4, batch_size=16, max_length=256, lr=1e-3)
 SIM_QC = dict(min_counts=10, max_counts=10**6, trim=None, min_genes=5)  # 61 genes per cell
+#: row name in the tables -> ``--graph-integration``
+VARIANTS = {"gremln": "diffusion", "vanilla": "none", "adapter": "adapter", "both": "both"}
 
 
-def networks_and_cells(work: Path) -> tuple[Path, Path, Path]:
-    """The counts, the graph store with the cell-type networks, and the cell store."""
+def networks_and_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path]:
+    """The counts, the graph store with the cell-type networks, and the cell store (kept from
+    an earlier run with ``reuse``; the networks are rebuilt, identically)."""
     counts = pbmc68k_counts()
     counts.write_h5ad(work / "pbmc68k.h5ad")
     graphs = work / "graphs.zarr"
@@ -69,28 +77,43 @@ def networks_and_cells(work: Path) -> tuple[Path, Path, Path]:
         )
     with_network = counts[counts.obs[KEY].isin(result.networks)].copy()
     with_network.write_h5ad(work / "pretrain.h5ad")
-    prepare(
-        work / "pretrain.h5ad",
-        work / "cells.zarr",
-        graphs_path=graphs,
-        cell_type_key=KEY,
-        min_counts=100,
-        max_counts=10**6,
-        trim=None,
-        min_genes=50,
-        n_bins=11,
-    )
+    if not (reuse and (work / "cells.zarr").exists()):
+        prepare(
+            work / "pretrain.h5ad",
+            work / "cells.zarr",
+            graphs_path=graphs,
+            cell_type_key=KEY,
+            min_counts=100,
+            max_counts=10**6,
+            trim=None,
+            min_genes=50,
+            n_bins=11,
+        )
     edges = {cell_type: len(network) for cell_type, network in result.networks.items()}
     print(f"networks (edges per type): {edges}")
     return work / "pbmc68k.h5ad", graphs, work / "cells.zarr"
 
 
-def pretrain(cells: Path, graphs: Path, out: Path, *, attention: str, steps: int) -> dict:
+def pretrain(
+    cells: Path, graphs: Path, out: Path, *, integration: str, steps: int, reuse: bool = False
+) -> dict:
+    """Pre-train one variant; with ``reuse``, an earlier run's finished model in ``out`` is
+    kept, and its last validation rows are returned as ``train`` would."""
+    if reuse and (out / "model" / "config.json").exists():
+        with open(out / "metrics.csv", newline="") as handle:
+            rows = {row["split"]: row for row in csv.DictReader(handle)}
+        return {
+            split: {key: float(row[key]) for key in ("loss", "unigram_entropy")}
+            for split, row in rows.items()
+            if split.startswith("val")
+        }
+    attention, adapter = GRAPH_INTEGRATIONS[integration]
     config = TrainConfig(
         cells=str(cells),
         graphs=str(graphs),
         out=str(out),
         attention=attention,
+        adapter=adapter,
         **MODEL,
         max_steps=steps,
         num_workers=0,
@@ -101,7 +124,7 @@ def pretrain(cells: Path, graphs: Path, out: Path, *, attention: str, steps: int
     return train(config)
 
 
-def simulated_cells(work: Path) -> tuple[Path, Path, Path]:
+def simulated_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path]:
     """The SERGIO knock-out counts, a graph store with the true network (as the control cells'
     consensus network, named ``truth``), and the cell store of every cell with that graph."""
     adata, truth = sergio_knockouts()
@@ -109,15 +132,16 @@ def simulated_cells(work: Path) -> tuple[Path, Path, Path]:
     graphs = work / "sim_graphs.zarr"
     with GraphStore.create(graphs, overwrite=True) as store:
         store.add_graph("truth", truth, kind="consensus", cell_type="control")
-    prepare(
-        work / "sergio_knockouts.h5ad",
-        work / "sim_cells.zarr",
-        graphs_path=graphs,
-        cell_type_key="perturbation",
-        graph_mode="ppi:truth",
-        **SIM_QC,
-        n_bins=11,
-    )
+    if not (reuse and (work / "sim_cells.zarr").exists()):
+        prepare(
+            work / "sergio_knockouts.h5ad",
+            work / "sim_cells.zarr",
+            graphs_path=graphs,
+            cell_type_key="perturbation",
+            graph_mode="ppi:truth",
+            **SIM_QC,
+            n_bins=11,
+        )
     counts = adata.obs["perturbation"].value_counts().to_dict()
     print(
         f"simulated: {adata.n_obs} cells x {adata.n_vars} genes, {len(truth)} true edges, {counts}"
@@ -125,13 +149,17 @@ def simulated_cells(work: Path) -> tuple[Path, Path, Path]:
     return work / "sergio_knockouts.h5ad", graphs, work / "sim_cells.zarr"
 
 
-def pretrain_both(cells: Path, graphs: Path, work: Path, *, steps: int, prefix: str = "") -> dict:
-    """GREmLN and the vanilla ablation, trained alike; their run directories by name."""
+def pretrain_variants(
+    cells: Path, graphs: Path, work: Path, *, steps: int, prefix: str = "", reuse: bool = False
+) -> dict:
+    """The four graph integrations, trained alike; their run directories by name."""
     runs = {}
-    for name, attention in (("gremln", "diffusion"), ("vanilla", "vanilla")):
+    for name, integration in VARIANTS.items():
         begun = time.perf_counter()
         runs[name] = work / f"{prefix}{name}"
-        summary = pretrain(cells, graphs, runs[name], attention=attention, steps=steps)
+        summary = pretrain(
+            cells, graphs, runs[name], integration=integration, steps=steps, reuse=reuse
+        )
         held_out = summary.get("val_seen", {})
         print(
             f"pre-trained {prefix}{name}: {steps} steps in {time.perf_counter() - begun:.0f} s, "
@@ -149,13 +177,18 @@ def main() -> None:
     )
     parser.add_argument("--work", default="bench-output/gremln-evaluations", metavar="DIR")
     parser.add_argument("--out", metavar="FILE.md", help="also write the tables here")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the cell stores and finished models of an earlier run in --work",
+    )
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    counts_path, graphs, cells = networks_and_cells(work)
+    counts_path, graphs, cells = networks_and_cells(work, reuse=args.reuse)
     print(f"networks and cell store: {time.perf_counter() - started:.0f} s")
-    runs = pretrain_both(cells, graphs, work, steps=args.steps)
+    runs = pretrain_variants(cells, graphs, work, steps=args.steps, reuse=args.reuse)
     adata = ad.read_h5ad(counts_path)
     # the integration notes, per split, the types without edges: the networks line above says it
     warnings.filterwarnings("ignore", message=".*no consensus network, or an empty one")
@@ -165,6 +198,7 @@ def main() -> None:
         runs["gremln"],
         graphs,
         vanilla=runs["vanilla"],
+        compare={name: runs[name] for name in ("adapter", "both")},
         cell_type_key=KEY,
         out_dir=work / "evaluations",
         progress=False,
@@ -173,8 +207,10 @@ def main() -> None:
     contexts = {c["cell_type"]: c["edges"] for c in pbmc["edges"]["data"]["contexts"]}
     print(f"pbmc68k evaluations: {pbmc_seconds:.0f} s; edge contexts (edges): {contexts}")
 
-    sim_counts, sim_graphs, sim_cells = simulated_cells(work)
-    sim_runs = pretrain_both(sim_cells, sim_graphs, work, steps=args.sim_steps, prefix="sim-")
+    sim_counts, sim_graphs, sim_cells = simulated_cells(work, reuse=args.reuse)
+    sim_runs = pretrain_variants(
+        sim_cells, sim_graphs, work, steps=args.sim_steps, prefix="sim-", reuse=args.reuse
+    )
     simulated = ad.read_h5ad(sim_counts)
     begun = time.perf_counter()
     sim = evaluate_all(
@@ -182,6 +218,7 @@ def main() -> None:
         sim_runs["gremln"],
         sim_graphs,
         vanilla=sim_runs["vanilla"],
+        compare={name: sim_runs[name] for name in ("adapter", "both")},
         cell_type_key="perturbation",
         graph_mode="ppi:truth",
         perturbation=simulated,

@@ -16,7 +16,14 @@ import warnings
 
 from rich.console import Console
 
-from cli.options import add_qc_arguments, qc_options
+from cli.options import (
+    add_qc_arguments,
+    counts_remedy,
+    qc_options,
+    read_h5ad,
+    require_counts,
+    require_obs_column,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,18 +147,45 @@ def _train(args, console: Console) -> int:
             console.print("[red]error:[/red] give --graph-integration or --attention, not both")
             return 2
         settings["attention"], settings["adapter"] = GRAPH_INTEGRATIONS[args.graph_integration]
+    from netinfer.store import StoreError
+
     try:
-        config = TrainConfig.from_sources(args.config, **settings)
+        if args.config is not None and not os.path.isfile(args.config):
+            raise FileNotFoundError(f"{args.config}: no such file (--config)")
+        try:
+            config = TrainConfig.from_sources(args.config, **settings)
+        except ValueError as error:
+            if str(error).startswith("missing settings"):
+                raise ValueError(
+                    f"{error}: give --cells CELLS.zarr, --graphs GRAPHS.zarr and --out RUN_DIR "
+                    "(or set them in --config FILE.toml)"
+                ) from None
+            raise
+        _check_train_inputs(config)
         summary = train(config, resume=args.resume, until_step=args.until_step)
     except NonFiniteLoss as error:
         console.print(f"[red]stopped:[/red] {error}", highlight=False)
         return 3
-    except (ValueError, FileExistsError, FileNotFoundError, TypeError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+    except (ValueError, StoreError, FileExistsError, FileNotFoundError, TypeError) as error:
+        message = str(error).replace("pass resume", "pass resume (--resume)")
+        console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_train_inputs(config) -> None:
+    """Open the cell and graph stores and check the run directory before training starts, so a
+    wrong path is a short error (not a traceback from a loader worker) and nothing is created."""
+    from gremln.cellstore import CellStore
+    from netinfer.io import InputError
+    from netinfer.store import GraphStore
+
+    CellStore.open(config.cells)
+    GraphStore.open(config.graphs).close()
+    if os.path.exists(config.out) and not os.path.isdir(config.out):
+        raise InputError(f"{config.out}: is a file; --out takes the run directory to write")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,8 +212,8 @@ def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
         "--graph-mode",
         default="integrated",
         help="integrated (kNN integration against labelled reference cells; the data's labels "
-        "are never read), celltype (each cell's own type network), ppi:NAME or none "
-        "(default: integrated)",
+        "are never read), celltype (each cell's own type network), assignment:NAME (per-cell "
+        "graphs of netinfer integrate or cellspecific), ppi:NAME or none (default: integrated)",
     )
     parser.add_argument(
         "--reference",
@@ -319,6 +353,14 @@ def _add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vanilla", metavar="RUN_DIR", help="the vanilla-attention ablation, side by side"
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="a further model, side by side under NAME, e.g. adapter=runs/adapter for the "
+        "--graph-integration variants (repeatable)",
+    )
     parser.add_argument("--splits", type=int, default=3, help="random splits (default: 3)")
     parser.add_argument(
         "--n-pcs", type=int, default=50, help="components of the PCA baseline (default: 50)"
@@ -358,13 +400,40 @@ def _add_finetune_parser(commands) -> None:
 
 
 def _read_h5ad(path: str, what: str):
-    import anndata as ad
+    return read_h5ad(path, what=what)
 
+
+def _read_data(args):
+    """DATA, with its --layer checked."""
     from netinfer.io import InputError
 
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file ({what})")
-    return ad.read_h5ad(path)
+    adata = _read_h5ad(args.data, "DATA")
+    if args.layer is not None and args.layer not in adata.layers:
+        layers = ", ".join(adata.layers) or "none"
+        raise InputError(f"{args.data}: no layer {args.layer!r} (--layer); layers: {layers}")
+    return adata
+
+
+def _check_model(path: str, flag: str) -> None:
+    """Before reading data: the model path names a directory (load_model checks its files)."""
+    from netinfer.io import InputError
+
+    if not os.path.isdir(path):
+        problem = "is a file" if os.path.exists(path) else "no such directory"
+        raise InputError(
+            f"{path}: {problem} ({flag}); pass the run directory of gremln train (RUN_DIR) or "
+            "its model/ folder"
+        )
+
+
+def _check_output(path: str, *, directory: bool) -> None:
+    """Before any work: the output path is not the wrong kind of thing."""
+    from netinfer.io import InputError
+
+    if directory and os.path.isfile(path):
+        raise InputError(f"{path}: is a file; --out takes the directory to write the results to")
+    if not directory and os.path.isdir(path):
+        raise InputError(f"{path}: is a directory; --out takes the .h5ad file to write")
 
 
 def _embed(args) -> dict:
@@ -372,8 +441,12 @@ def _embed(args) -> dict:
 
     if args.reference is not None and args.cell_type_key is None:
         raise ValueError("--reference needs --cell-type-key, the reference's label column")
-    adata = _read_h5ad(args.data, "DATA")
+    _check_output(args.out, directory=False)
+    _check_model(args.model, "--model")
+    adata = _read_data(args)
     reference = _read_h5ad(args.reference, "--reference") if args.reference else None
+    if reference is not None:
+        require_obs_column(reference, args.cell_type_key, args.reference)
     embed(
         adata,
         args.model,
@@ -392,6 +465,7 @@ def _embed(args) -> dict:
         device=args.device,
         progress=not args.quiet,
     )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     staging = f"{args.out}.tmp.h5ad"
     adata.write_h5ad(staging)
     os.replace(staging, args.out)
@@ -415,9 +489,19 @@ def _evaluate(args) -> dict:
     from gremln.evaluate.expression import evaluate_expression
     from gremln.evaluate.perturbation import evaluate_perturbation
 
-    adata = _read_h5ad(args.data, "DATA")
+    _check_output(args.out, directory=True)
+    _check_model(args.model, "--model")
+    if args.vanilla:
+        _check_model(args.vanilla, "--vanilla")
+    compare = _compared_models(args.compare)
+    adata = _read_data(args)
+    if args.command == "finetune":
+        require_obs_column(adata, args.perturbation_key, args.data, "--perturbation-key")
+    elif args.evaluation != "expression":  # the labels the evaluation scores against
+        require_obs_column(adata, args.cell_type_key, args.data)
     common = dict(
         vanilla=load_model(args.vanilla, device=args.device) if args.vanilla else None,
+        compare={name: load_model(path, device=args.device) for name, path in compare.items()},
         out_dir=args.out,
         layer=args.layer,
         n_splits=args.splits,
@@ -477,6 +561,20 @@ def _evaluate(args) -> dict:
     return evaluate_expression(adata, model, args.store, n_genes=args.n_genes, **graphs, **common)
 
 
+def _compared_models(pairs: list[str]) -> dict[str, str]:
+    """``--compare NAME=RUN_DIR`` values as name -> run directory, each checked."""
+    models = {}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        if not name or not path:
+            raise ValueError(f"--compare {pair}: expected NAME=RUN_DIR, e.g. adapter=runs/adapter")
+        if name in models:
+            raise ValueError(f"--compare: the name {name!r} is given twice")
+        _check_model(path, f"--compare {name}")
+        models[name] = path
+    return models
+
+
 def _none(value: str) -> str | None:
     return None if value == "none" else value
 
@@ -519,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _warning_printer(console)
+            _check_prepare_input(args.counts, args.cell_type_key)
             report = prepare(
                 args.counts,
                 args.cells,
@@ -532,10 +632,36 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.quiet,
             )
     except (InputError, StoreError, FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        message = str(error).replace("pass append", "pass append (--append)")
+        console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     print(json.dumps(report, indent=2))  # the report to stdout, progress to stderr
     return 0
+
+
+def _check_prepare_input(path: str, cell_type_key: str) -> None:
+    """Before tokenizing: the counts file is an h5ad with the label column and integer counts
+    (the first 2,000 cells are checked)."""
+    data = read_h5ad(path, backed=True)
+    try:
+        require_obs_column(data, cell_type_key, path)
+        require_counts(
+            data.X[: min(data.n_obs, 2000)],
+            path,
+            command="gremln prepare",
+            remedy=counts_remedy(data, layer_flag=False),
+        )
+    finally:
+        data.file.close()
+
+
+def _warning_printer(console: Console):
+    """Warnings as one ``warning:`` line each, as netinfer prints them."""
+
+    def show(message, *rest) -> None:
+        console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+    return show
 
 
 def _demo(args, console: Console) -> int:
@@ -570,6 +696,7 @@ def _embed_or_evaluate(args, console: Console) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _warning_printer(console)
             if args.command == "embed":
                 print(json.dumps(_embed(args), indent=2))
             else:
@@ -579,6 +706,15 @@ def _embed_or_evaluate(args, console: Console) -> int:
         message = str(error).replace("<data>", args.data)
         if getattr(args, "perturbation", None):
             message = message.replace("<perturbation>", args.perturbation)
+        if getattr(args, "reference", None):
+            message = message.replace("<reference>", args.reference)
+        elif "no assignment named" in message and getattr(args, "graph_mode", "") == "integrated":
+            message += (
+                ". The integrated graph mode needs --reference TRAIN.h5ad --cell-type-key KEY "
+                "(labelled cells to integrate against), or an assignment made by netinfer "
+                f"integrate --name {getattr(args, 'assignment', 'NAME')}; or choose --graph-mode "
+                "celltype, ppi:NAME or none"
+            )
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -12,7 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cli.options import add_qc_arguments, qc_options
+from cli.options import (
+    add_qc_arguments,
+    counts_remedy,
+    qc_options,
+    read_h5ad,
+    require_counts,
+    require_obs_column,
+)
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -330,10 +338,16 @@ def _celltype_parser(commands) -> None:
         "--keep-cluster-networks", action="store_true", help="also store every cluster network"
     )
     run.add_argument(
-        "--work-dir", metavar="DIR", help="finished cluster networks (default: STORE.work)"
+        "--work-dir",
+        metavar="DIR",
+        help="finished cluster networks (default: STORE.work; for a URL store, the local "
+        "NAME.work with NAME its last path component)",
     )
     run.add_argument(
-        "--report", metavar="FILE", help="run report JSON (default: STORE.report.json)"
+        "--report",
+        metavar="FILE",
+        help="run report JSON (default: STORE.report.json; for a URL store, the local "
+        "NAME.report.json)",
     )
     cluster = run.add_mutually_exclusive_group()
     cluster.add_argument(
@@ -380,7 +394,11 @@ def _store_parsers(commands) -> None:
     add.add_argument("store", metavar="STORE")
     add.add_argument("name", metavar="NAME")
     add.add_argument("network", metavar="FILE")
-    add.add_argument("--kind", default="grn", help="grn, consensus, integrated (default: grn)")
+    add.add_argument(
+        "--kind",
+        default="grn",
+        help="grn, ppi, consensus, integrated or cellspecific (default: grn)",
+    )
     add.add_argument("--cell-type", metavar="TYPE")
     add.add_argument("--overwrite", action="store_true")
 
@@ -418,12 +436,22 @@ def _ppi_parsers(commands) -> None:
 def _aracne(args: argparse.Namespace, console: Console) -> None:
     from netinfer import distributed
     from netinfer.aracne import aracne
-    from netinfer.io import read_expression, read_regulators, write_aracne3, write_aracne_ap
+    from netinfer.io import (
+        InputError,
+        read_expression,
+        read_regulators,
+        write_aracne3,
+        write_aracne_ap,
+    )
 
     if not (args.output or args.store):
         raise ValueError("give --output PATH and/or --store STORE --name NAME")
     if args.store and not args.name:
         raise ValueError("--store needs --name: the network's name in the store")
+    if args.output and os.path.isdir(args.output):
+        raise InputError(f"{args.output}: is a directory; --output takes the network file to write")
+    if args.store:  # a wrong --store fails now, not after the run
+        _open_or_create(args.store).close()
     expr = read_expression(args.expr, layer=args.layer, min_samples=args.min_samples)
     if not args.quiet:
         console.print(expr.orientation)
@@ -546,7 +574,11 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
                     table.add_row(*[str(v) for v in row])
                 Console().print(table)
             else:  # piped: plain tab-separated text for scripts
-                listing.to_csv(sys.stdout, sep="\t", index=False)
+                try:
+                    listing.to_csv(sys.stdout, sep="\t", index=False)
+                    sys.stdout.flush()
+                except BrokenPipeError:  # e.g. piped into head: not an error
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif args.action == "show":
             print(json.dumps(store.info(args.name), indent=2, default=str))
         elif args.action == "export":
@@ -615,22 +647,25 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
-def _read_counts(path: str, layer: str | None):
-    """An h5ad's counts (X or a layer) with a clear error for a missing file or layer."""
-    import os
-
-    import anndata
-
+def _read_counts(path: str, layer: str | None, *, what: str = "", counts_for: str | None = None):
+    """An h5ad's matrix (X or a layer), with a short error for a missing file or layer; with
+    ``counts_for`` (the command's name), also unless it holds raw counts."""
     from netinfer.io import InputError
 
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    adata = anndata.read_h5ad(path)
+    adata = read_h5ad(path, what=what)
     if layer is not None:
         if layer not in adata.layers:
             layers = ", ".join(adata.layers) or "none"
-            raise InputError(f"{path}: no layer {layer!r}; layers: {layers}")
+            raise InputError(f"{path}: no layer {layer!r} (--layer); layers: {layers}")
         adata.X = adata.layers[layer]
+    if counts_for is not None:
+        require_counts(
+            adata.X,
+            path,
+            what="X" if layer is None else f"layer {layer!r}",
+            command=counts_for,
+            remedy=counts_remedy(adata, layer_flag=True),
+        )
     return adata
 
 
@@ -639,7 +674,8 @@ def _integrate_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.store import GraphStore
 
     query = _read_counts(args.query, args.layer)
-    reference = _read_counts(args.reference, args.layer)
+    reference = _read_counts(args.reference, args.layer, what="--reference")
+    require_obs_column(reference, args.cell_type_key, args.reference)
     with GraphStore.open(args.store, mode="a") as store:
         result = integrate(
             query,
@@ -681,6 +717,7 @@ def _cellspecific_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.store import GraphStore
 
     adata = _read_counts(args.counts, args.layer)
+    require_obs_column(adata, args.cell_type_key, args.counts)
     with GraphStore.open(args.store, mode="a") as store:
         result = cellspecific_networks(
             adata,
@@ -709,18 +746,24 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     import os
 
     from netinfer import distributed
-    from netinfer.io import atomic_write, read_regulators
+    from netinfer.io import InputError, atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
 
-    adata = _read_counts(args.counts, args.layer)
+    adata = _read_counts(args.counts, args.layer, counts_for="netinfer celltype-networks")
+    if args.cell_type_key is not None:
+        require_obs_column(adata, args.cell_type_key, args.counts)
     regulators = read_regulators(args.regulators, genes=adata.var_names)
     store_path = args.store.rstrip("/")
+    if "://" in store_path:  # a URL store: the work dir and the report stay in this directory
+        store_path = os.path.basename(store_path)
+    if args.report and os.path.isdir(args.report):
+        raise InputError(f"{args.report}: is a directory; --report takes the JSON file to write")
     workers = args.workers if args.scheduler is None else None
     if args.scheduler is None and workers is None:
         workers = os.cpu_count() or 1
-    client, close = distributed.prepare_client(scheduler=args.scheduler, workers=workers)
-    try:
-        with _open_or_create(args.store) as store:
+    with _open_or_create(args.store) as store:  # a wrong --store fails before Dask starts
+        client, close = distributed.prepare_client(scheduler=args.scheduler, workers=workers)
+        try:
             result = celltype_networks(
                 adata,
                 regulators,
@@ -741,8 +784,8 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 progress=not args.quiet,
                 sources=[args.counts, args.regulators],
             )
-    finally:
-        close()
+        finally:
+            close()
     report_path = args.report or f"{store_path}.report.json"
     with atomic_write(report_path) as handle:
         json.dump(result.report, handle, indent=2, default=str)
@@ -754,7 +797,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netinfer`` console script."""
     args = _parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     from netinfer.io import InputError
     from netinfer.store import StoreError
 
@@ -782,10 +825,33 @@ def main(argv: list[str] | None = None) -> int:
 
                 h5ad, tfs = write_example(args.directory)
                 console.print(f"wrote {h5ad} and {tfs} in {time.perf_counter() - started:.1f} s")
-    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+    except (
+        InputError,
+        StoreError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+    ) as error:
+        console.print(f"[red]error:[/red] {_name_files(str(error), args)}", highlight=False)
         return 2
     return 0
+
+
+def _name_files(message: str, args: argparse.Namespace) -> str:
+    """Library errors about data in memory say <AnnData>, <reference>, ...: name the files."""
+    data = getattr(args, "counts", None) or getattr(args, "query", None)
+    for placeholder, path in (
+        ("<AnnData>", data),
+        ("<adata>", data),
+        ("<query>", getattr(args, "query", None)),
+        ("<reference>", getattr(args, "reference", None)),
+    ):
+        if path:
+            message = message.replace(placeholder, path)
+    return message
 
 
 if __name__ == "__main__":

@@ -26,3 +26,88 @@ def qc_options(args: argparse.Namespace) -> dict:
         "trim": None if args.trim >= 1 else args.trim,
         "min_genes": args.min_genes,
     }
+
+
+def read_h5ad(path: str, *, what: str = "", backed: bool = False):
+    """An h5ad file, with a short error (no traceback) when it is missing, a directory or not
+    an AnnData file; ``what`` names the argument (e.g. ``"--reference"``) in the message."""
+    import os
+
+    import anndata
+
+    from netinfer.io import InputError
+
+    where = f" ({what})" if what else ""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not an .h5ad file{where}")
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file{where}")
+    try:
+        return anndata.read_h5ad(path, backed="r" if backed else None)
+    except OSError as error:
+        raise InputError(
+            f"{path}: not a readable .h5ad file{where}; expected an AnnData file written by "
+            f"anndata or scanpy (adata.write_h5ad). The reader said: {error}"
+        ) from None
+
+
+def require_obs_column(adata, key: str, path: str, flag: str = "--cell-type-key") -> None:
+    """Raise an error naming the file, the column and the columns there when ``key`` is not in
+    ``adata.obs``."""
+    from netinfer.io import InputError
+
+    if key not in adata.obs:
+        columns = ", ".join(map(str, adata.obs.columns)) or "none"
+        raise InputError(
+            f"{path}: no obs column {key!r} ({flag}); its obs columns are: {columns}. "
+            f"Pass one of them with {flag}"
+        )
+
+
+def require_counts(X, path: str, *, what: str = "X", command: str, remedy: str) -> None:
+    """Raise an error unless ``X`` (its first million stored values) holds raw counts:
+    non-negative integers. The message names the file and the matrix, says what the values look
+    like, and gives ``remedy``."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from netinfer.io import InputError
+
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    values = np.asarray(values[:1_000_000], dtype=np.float64)
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    fractional = values[values != np.round(values)]
+    if low >= 0 and fractional.size == 0:
+        return
+    if low < 0:
+        problem = f"negative values (min {low:.3g}; looks scaled or centred)"
+    else:
+        looks = "log-normalized" if high <= 30 else "normalized (e.g. CPM)"
+        problem = (
+            f"non-integer values (max {high:.3g}, e.g. {float(fractional[0]):.3g}; looks {looks})"
+        )
+    raise InputError(
+        f"{path}: {what} holds {problem}, but {command} needs raw UMI counts; {remedy}"
+    )
+
+
+def counts_remedy(adata, *, layer_flag: bool) -> str:
+    """What to do when an h5ad's matrix holds no counts: which layer to pass (with
+    ``layer_flag``) or how to put the counts into X, given its layers and ``raw``."""
+    layers = list(adata.layers.keys())
+    if layers:
+        listed = ", ".join(layers)
+        if layer_flag:
+            return f"pass the layer holding the counts with --layer (layers here: {listed})"
+        return (
+            f"write the counts into X first, e.g. adata.X = adata.layers[{layers[0]!r}] "
+            f"(layers here: {listed})"
+        )
+    if adata.raw is not None:
+        return (
+            "if adata.raw holds the counts, write them out as X first: "
+            "adata.raw.to_adata().write_h5ad(...)"
+        )
+    return "this file has no layers and no adata.raw: use the counts matrix the data came from"

@@ -75,12 +75,19 @@ class CellStore:
         import zarr
 
         path = os.fspath(path)
+        if os.path.isfile(path):
+            raise InputError(
+                f"{path}: is a file, not a cell store (a Zarr directory made by gremln prepare)"
+            )
         if not os.path.exists(os.path.join(path, "zarr.json")):
             raise InputError(f"{path}: no such cell store (make one with gremln prepare)")
         group = zarr.open_group(path, mode="r")
         root = group.attrs.get(ROOT_KEY)
         if root is None:
-            raise InputError(f"{path}: a Zarr group, but not a gremln cell store")
+            raise InputError(
+                f"{path}: a Zarr group, but not a gremln cell store (a graph store?); give the "
+                "cell store made by gremln prepare"
+            )
         if root["schema_version"] > SCHEMA_VERSION:
             raise InputError(
                 f"{path}: cell-store schema version {root['schema_version']} is newer than this "
@@ -178,6 +185,12 @@ def prepare(
     if not os.path.exists(counts_path):
         raise InputError(f"{counts_path}: no such file")
     exists = os.path.exists(os.path.join(cells_path, "zarr.json"))
+    if os.path.isfile(cells_path) or (
+        not exists and os.path.isdir(cells_path) and os.listdir(cells_path)
+    ):
+        raise InputError(
+            f"{cells_path}: exists and is not a cell store; give a new path (e.g. cells.zarr)"
+        )
     if exists and not append:
         raise InputError(f"{cells_path}: exists; pass append to add a data set to it")
     if append and not exists:
@@ -348,6 +361,8 @@ def _graph_keys(
     if missing:
         raise InputError(
             f"{graphs_path}: no consensus network for {len(missing)} cell type(s) of {dataset} "
-            f"(e.g. {', '.join(missing[:3])}); make them with netinfer celltype-networks"
+            f"(e.g. {', '.join(missing[:3])}); make them with netinfer celltype-networks. "
+            "Types it skipped (fewer than --min-cells cells) have none: leave their cells out, "
+            "or choose another graph mode (integrated, assignment:NAME, ppi:NAME)"
         )
     return np.array([by_type[t] for t in cell_types], dtype=object)

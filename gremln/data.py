@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numba import njit
 
 from gremln.cellstore import CellStore
 from gremln.tokenize import CLS, PAD
@@ -182,14 +183,14 @@ class CellDataset(torch.utils.data.IterableDataset):
             read = {
                 b: read[b] if b in read else self._read(blocks[b]) for b in range(first, last + 1)
             }
-            examples = []
+            cells = []
             for at in range(start, stop):
                 number = int(np.searchsorted(block_ends, at, side="right"))
                 lo, gene_ids, bins = read[number]
                 cell = int(self.indices[order[at]])
                 span = slice(self._cells.offsets[cell] - lo, self._cells.offsets[cell + 1] - lo)
-                examples.append(self.example(cell, gene_ids[span], bins[span]))
-            yield examples[0] if self.batch_size is None else self.collate(examples)
+                cells.append((cell, gene_ids[span], bins[span]))
+            yield self.example(*cells[0]) if self.batch_size is None else self.batch(cells)
 
     def _read(self, block: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
         """The tokens of a block of cells: one contiguous read."""
@@ -198,39 +199,69 @@ class CellDataset(torch.utils.data.IterableDataset):
         hi = int(self._cells.offsets[cells.max() + 1])
         return lo, self._tokens[0][lo:hi], self._tokens[1][lo:hi]
 
-    def collate(self, examples: list[dict]) -> dict:
-        """A batch in this dataset's layout."""
-        if self.layout == "packed":
-            return collate_packed(examples)
-        return collate_padded(examples, pad_bin=self.n_bins)
-
     def example(self, cell: int, gene_ids: np.ndarray, bins: np.ndarray) -> dict:
-        """One training example from a cell's stored tokens (deterministic per seed, epoch)."""
-        if self.max_length is not None:
-            gene_ids, bins = gene_ids[: self.max_length], bins[: self.max_length]
-        n = gene_ids.size
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cell]))
-        masked = np.zeros(n, dtype=bool)
-        masked[rng.choice(n, size=int(round(self.mask_fraction * n)), replace=False)] = True
-        tokens = np.concatenate([[CLS], gene_ids]).astype(np.int64)
-        inputs = np.concatenate([[self.n_bins + 2], np.where(masked, self.n_bins + 1, bins)])
-        targets = np.concatenate([[IGNORE], np.where(masked, bins, IGNORE)])
+        """One training example from a cell's stored tokens (deterministic per seed, epoch):
+        1-D ``gene_ids``, ``bins`` and ``targets`` with CLS in front, ``edge_index`` (2, E)."""
+        gene_ids, bins = gene_ids[: self.max_length], bins[: self.max_length]
+        lengths = np.array([gene_ids.size + 1])
+        edges = self.edges(cell, gene_ids)
+        # edges are most of a batch's bytes: positions as int16 whenever they fit
+        dtype = _torch_dtype(position_dtype(gene_ids.size + 1))
+        out = _arena(
+            {name: ((gene_ids.size + 1,), token) for name, token in TOKEN_DTYPES.items()}
+            | {key: (e.shape, dtype) for key, e in edges.items()}
+        )
+        for key, e in edges.items():
+            out[key].numpy()[:] = e
+        self._fill_tokens([cell], gene_ids, bins, lengths, np.zeros(1, np.int64), out)
+        return {"cell": cell, **out}
+
+    def batch(self, cells: list[tuple[int, np.ndarray, np.ndarray]]) -> dict:
+        """A batch in this dataset's layout from (cell, gene ids, bins) of stored tokens; the
+        same tensors as collating the cells' :meth:`example` (:func:`collate_packed`,
+        :func:`collate_padded`), built at once."""
+        pieces = [(ids[: self.max_length], bins[: self.max_length]) for _, ids, bins in cells]
+        lengths = np.array([ids.size + 1 for ids, _ in pieces])
+        gene_ids = np.concatenate([ids for ids, _ in pieces])
+        bins = np.concatenate([b for _, b in pieces])
+        numbers = [cell for cell, _, _ in cells]
+        edges = [self.edges(cell, ids) for cell, (ids, _) in zip(numbers, pieces)]
+        by_key = {key: [e[key] for e in edges] for key in edges[0]}
+        out, starts = _new_batch(numbers, lengths, by_key, self.layout, pad_bin=self.n_bins)
+        self._fill_tokens(numbers, gene_ids, bins, lengths, starts, out)
+        return out
+
+    def _fill_tokens(self, cells, gene_ids, bins, lengths, starts, out: dict) -> None:
+        """Write CLS and the cells' tokens, masked, into ``out``'s flat token tensors at
+        ``starts``."""
+        n_masked = np.rint(self.mask_fraction * (lengths - 1)).astype(np.int64)
+        _masked_tokens(
+            gene_ids.astype(np.int64, copy=False),
+            bins.astype(np.int64, copy=False),
+            lengths - 1,
+            n_masked,
+            np.asarray(cells, dtype=np.int64),
+            self.seed,
+            self.epoch,
+            self.n_bins,
+            *(out[name].view(-1).numpy() for name in ("gene_ids", "bins", "targets")),
+            starts,
+        )
+
+    def edges(self, cell: int, gene_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The cell's graphs among its tokens ``gene_ids``: ``edge_index`` (with the
+        co-expression perturbation when asked for) and ``cellspecific_edge_index`` when asked
+        for, each (2, E) token positions."""
         edges = self.subgraph(cell, gene_ids)
         if self.coexpression_fraction:
-            edges = coexpression_perturbation(edges, n, self.coexpression_fraction, rng)
-        # edges are most of a batch's bytes: positions as int16 whenever they fit
-        dtype = position_dtype(n + 1)
-        example = {
-            "cell": cell,
-            "gene_ids": torch.from_numpy(tokens),
-            "bins": torch.from_numpy(inputs.astype(np.int64)),
-            "targets": torch.from_numpy(targets.astype(np.int64)),
-            "edge_index": torch.from_numpy(edges.astype(dtype, copy=False)),
-        }
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cell]))
+            edges = coexpression_perturbation(edges, gene_ids.size, self.coexpression_fraction, rng)
+        out = {"edge_index": edges}
         if self.cellspecific is not None:
-            local = self._assigned_subgraph(self.cellspecific, cell, self._to_graph[gene_ids])
-            example["cellspecific_edge_index"] = torch.from_numpy(local.astype(dtype))
-        return example
+            out["cellspecific_edge_index"] = self._assigned_subgraph(
+                self.cellspecific, cell, self._to_graph[gene_ids]
+            )
+        return out
 
     def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
         """The cell's graph among its genes, symmetrized: (2, E) token positions (gene k of
@@ -277,56 +308,165 @@ def _edge_keys(example: dict) -> list[str]:
     return [key for key in example if key.endswith("edge_index")]
 
 
-def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
-    """Padded batch: (B, L) tokens, bins, targets and ``padding_mask`` (True = padding); edges as
-    (3, E): batch row, source, target positions (int16 when B and L allow, else int32)."""
-    length = max(len(ex["gene_ids"]) for ex in batch)
-    out = {
-        "gene_ids": torch.full((len(batch), length), PAD, dtype=torch.long),
-        "bins": torch.full((len(batch), length), pad_bin, dtype=torch.long),
-        "targets": torch.full((len(batch), length), IGNORE, dtype=torch.long),
-        "padding_mask": torch.ones((len(batch), length), dtype=torch.bool),
-    }
-    for row, ex in enumerate(batch):
-        n = len(ex["gene_ids"])
-        for name in ("gene_ids", "bins", "targets"):
-            out[name][row, :n] = ex[name]
-        out["padding_mask"][row, :n] = False
-    dtype = torch.from_numpy(np.empty(0, position_dtype(max(length, len(batch))))).dtype
-    for key in _edge_keys(batch[0]):
-        out[key] = torch.cat(
-            [
-                torch.cat([torch.full((1, ex[key].shape[1]), row, dtype=dtype), ex[key].to(dtype)])
-                for row, ex in enumerate(batch)
-            ],
-            dim=1,
-        )
-    out["cells"] = torch.tensor([ex["cell"] for ex in batch])
+#: token tensors' types: a quarter of int64's bytes through a loader worker's shared memory,
+#: which costs time in proportion; the model widens them on its device
+TOKEN_DTYPES = {"gene_ids": torch.int32, "bins": torch.int16, "targets": torch.int16}
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+def _arena(specs: dict[str, tuple[tuple, torch.dtype]]) -> dict[str, torch.Tensor]:
+    """Empty tensors (name -> (shape, dtype)), all views of one buffer: in a loader worker,
+    one shared-memory block whose single file descriptor the main process receives (a
+    descriptor per tensor cost the main process twice the time per batch)."""
+    offsets, total = {}, 0
+    for name, (shape, dtype) in specs.items():
+        offsets[name] = total
+        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        total += -(-nbytes // 8) * 8  # 8-byte aligned: any dtype may view its part
+    buffer = _batch_tensor((max(total, 8),), torch.uint8)
+    out = {}
+    for name, (shape, dtype) in specs.items():
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        start = offsets[name]
+        out[name] = buffer[start : start + size].view(dtype).view(shape)
     return out
+
+
+def _new_batch(
+    cells, lengths: np.ndarray, edges: dict[str, list], layout: str, *, pad_bin: int
+) -> tuple[dict, np.ndarray]:
+    """A batch's tensors in one :func:`_arena`, all written but the tokens: padded, (B, L)
+    tokens filled with PAD, the padding bin and IGNORE, and ``padding_mask``; packed,
+    ``cu_seqlens`` and ``max_seqlen``; the cells' edges stacked (:func:`_write_edges`) and
+    ``cells``. Also returns each cell's first token in the flattened token tensors."""
+    n = len(lengths)
+    counts = {key: int(sum(e.shape[1] for e in lists)) for key, lists in edges.items()}
+    if layout == "padded":
+        shape = (n, int(lengths.max()))
+        edge_dtype = _torch_dtype(position_dtype(max(shape)))
+        extra = {"padding_mask": (shape, torch.bool)}
+        edge_rows = 3
+    else:
+        shape = (int(lengths.sum()),)
+        edge_dtype, extra, edge_rows = torch.int32, {"cu_seqlens": ((n + 1,), torch.int32)}, 2
+    out = _arena(
+        {name: (shape, dtype) for name, dtype in TOKEN_DTYPES.items()}
+        | extra
+        | {key: ((edge_rows, count), edge_dtype) for key, count in counts.items()}
+        | {"cells": ((n,), torch.int64)}
+    )
+    if layout == "padded":
+        for name, fill in (("gene_ids", PAD), ("bins", pad_bin), ("targets", IGNORE)):
+            out[name].fill_(fill)
+        out["padding_mask"].copy_(torch.arange(shape[1]) >= torch.from_numpy(lengths)[:, None])
+        starts = np.arange(n, dtype=np.int64) * shape[1]
+    else:
+        ends = np.cumsum(lengths)
+        out["cu_seqlens"].numpy()[:] = np.concatenate([[0], ends])
+        out["max_seqlen"] = int(lengths.max())
+        starts = (ends - lengths).astype(np.int64)
+    for key, lists in edges.items():
+        _write_edges(out[key].numpy(), lists, starts if layout == "packed" else None)
+    out["cells"].numpy()[:] = cells
+    return out, starts
+
+
+def _write_edges(out: np.ndarray, edges: list, offsets: np.ndarray | None) -> None:
+    """The cells' (2, E_i) local edges one after another into ``out``: padded (``offsets``
+    None), (3, E) with each edge's batch row first; packed, (2, E) shifted by each cell's
+    first token."""
+    start = 0
+    for row, e in enumerate(edges):
+        end = start + e.shape[1]
+        if offsets is None:
+            out[0, start:end] = row
+            out[1:, start:end] = e
+        else:
+            np.add(e, offsets[row], out=out[:, start:end], dtype=out.dtype, casting="unsafe")
+        start = end
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+
+
+def _collate(batch: list[dict], layout: str, pad_bin: int) -> dict:
+    lengths = np.array([len(ex["gene_ids"]) for ex in batch])
+    edges = {key: [_numpy(ex[key]) for ex in batch] for key in _edge_keys(batch[0])}
+    cells = [ex["cell"] for ex in batch]
+    out, starts = _new_batch(cells, lengths, edges, layout, pad_bin=pad_bin)
+    for name in TOKEN_DTYPES:
+        flat = out[name].view(-1)
+        for ex, start, n in zip(batch, starts, lengths):
+            flat[start : start + n] = ex[name]
+    return out
+
+
+def collate_padded(batch: list[dict], *, pad_bin: int) -> dict:
+    """Padded batch of examples: (B, L) tokens, bins, targets and ``padding_mask`` (True =
+    padding); edges as (3, E): batch row, source, target positions (int16 when B and L allow,
+    else int32)."""
+    return _collate(batch, "padded", pad_bin)
 
 
 def collate_packed(batch: list[dict]) -> dict:
-    """Packed batch without padding: concatenated tokens, ``cu_seqlens`` (B + 1, int32, for
-    variable-length attention kernels), ``max_seqlen``, and edges offset into the packed axis
-    (int32)."""
-    lengths = [len(ex["gene_ids"]) for ex in batch]
-    token_starts = np.concatenate([[0], np.cumsum(lengths)])
-    out = {
-        name: torch.cat(
-            [ex[name] for ex in batch], out=_batch_tensor((int(token_starts[-1]),), torch.int64)
-        )
-        for name in ("gene_ids", "bins", "targets")
-    }
-    for key in _edge_keys(batch[0]):
-        edge_starts = np.concatenate([[0], np.cumsum([ex[key].shape[1] for ex in batch])])
-        edges = _batch_tensor((2, int(edge_starts[-1])), torch.int32)
-        for ex, start, end, offset in zip(batch, edge_starts, edge_starts[1:], token_starts):
-            edges[:, start:end].copy_(ex[key]).add_(int(offset))  # int32 before the offset
-        out[key] = edges
-    out["cu_seqlens"] = torch.from_numpy(token_starts.astype(np.int32))
-    out["max_seqlen"] = max(lengths)
-    out["cells"] = torch.tensor([ex["cell"] for ex in batch])
-    return out
+    """Packed batch of examples without padding: concatenated tokens, ``cu_seqlens`` (B + 1,
+    int32, for variable-length attention kernels), ``max_seqlen``, and edges offset into the
+    packed axis (int32)."""
+    return _collate(batch, "packed", pad_bin=0)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True)
+def _mix(x):
+    """splitmix64's finalizer: a bijective scramble of a uint64."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def _masked_tokens(
+    gene_ids,
+    bins,
+    lengths,
+    n_masked,
+    cells,
+    seed,
+    epoch,
+    n_bins,
+    out_ids,
+    out_bins,
+    out_targets,
+    starts,
+):
+    """Per cell i (its ``lengths[i]`` tokens next in ``gene_ids``/``bins``), write CLS and the
+    tokens from ``starts[i]`` on, with ``n_masked[i]`` positions' bins replaced by MASK and
+    kept as targets (IGNORE elsewhere). Which positions: a partial Fisher-Yates shuffle driven
+    by splitmix64 keyed by (seed, epoch, cell), so a cell's mask does not depend on its batch."""
+    source = 0
+    for i in range(lengths.shape[0]):
+        n, first = lengths[i], starts[i]
+        out_ids[first], out_bins[first], out_targets[first] = CLS, n_bins + 2, IGNORE
+        for k in range(n):
+            out_ids[first + 1 + k] = gene_ids[source + k]
+            out_bins[first + 1 + k] = bins[source + k]
+            out_targets[first + 1 + k] = IGNORE
+        state = _mix(_mix(_mix(np.uint64(seed) + _GOLDEN) + np.uint64(epoch)) + np.uint64(cells[i]))
+        positions = np.arange(n)
+        for j in range(n_masked[i]):
+            state += _GOLDEN
+            pick = j + np.int64(_mix(state) % np.uint64(n - j))
+            positions[j], positions[pick] = positions[pick], positions[j]
+            at = first + 1 + positions[j]
+            out_targets[at] = out_bins[at]
+            out_bins[at] = n_bins + 1
+        source += n
 
 
 def coexpression_perturbation(
@@ -455,13 +595,16 @@ class TokenArrayDataset(CellDataset):
     def __iter__(self):
         size = self.batch_size or 1
         for start in range(0, len(self.indices), size):
-            examples = [self[cell] for cell in self.indices[start : start + size]]
-            yield examples[0] if self.batch_size is None else self.collate(examples)
+            cells = [self._tokens_of(int(cell)) for cell in self.indices[start : start + size]]
+            yield self.example(*cells[0]) if self.batch_size is None else self.batch(cells)
 
     def __getitem__(self, cell: int) -> dict:
         """The example of cell ``cell``."""
+        return self.example(*self._tokens_of(int(cell)))
+
+    def _tokens_of(self, cell: int) -> tuple[int, np.ndarray, np.ndarray]:
         span = slice(int(self.offsets[cell]), int(self.offsets[cell + 1]))
-        return self.example(int(cell), self.gene_ids[span], self.bins[span])
+        return cell, self.gene_ids[span], self.bins[span]
 
     def subgraph(self, cell: int, gene_ids: np.ndarray) -> np.ndarray:
         """As :meth:`CellDataset.subgraph`; a cell whose graph key is ``""`` has no edges."""

@@ -84,8 +84,11 @@ def run_demo(out_dir: str | os.PathLike[str], *, steps: int = 600, progress: boo
     stage("cell-type networks", started)
 
     started = time.perf_counter()
-    # cells of the types that got a network (the others are too few for one)
-    kept = adata[adata.obs[CELL_TYPE_KEY].isin(list(networks))].copy()
+    # cells of the types that got a network with edges (the others are too few for one, or
+    # their clusters agreed on no edge): pre-training sees graphs, and the integration of the
+    # evaluation's cells draws on them
+    with_edges = [cell_type for cell_type, network in networks.items() if len(network)]
+    kept = adata[adata.obs[CELL_TYPE_KEY].isin(with_edges)].copy()
     kept_path = out / "pbmc68k_with_networks.h5ad"
     kept.write_h5ad(kept_path)
     cells = out / "cells.zarr"
@@ -168,12 +171,12 @@ def run_demo(out_dir: str | os.PathLike[str], *, steps: int = 600, progress: boo
 
 def plot_loss_curve(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """Plot the loss of every split in a run's ``metrics.csv``, with the unigram entropy."""
-    from gremln.evaluate import pyplot
+    from gremln.evaluate import new_figure
 
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = new_figure(figsize=(6, 4))
+    axes = figure.subplots()
     for split in ("train", "val_seen", "val_unseen"):
         mine = [r for r in rows if r["split"] == split]
         if mine:
@@ -188,5 +191,4 @@ def plot_loss_curve(metrics_csv: str | os.PathLike[str], path: str | os.PathLike
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path

@@ -279,8 +279,8 @@ class GremlnModel(nn.Module):
         """
         device = self.gene_embedding.weight.device
         layout = Layout(batch, device)
-        genes = self.gene_embedding(batch["gene_ids"].to(device))
-        x = torch.cat([genes, self.bin_embedding(batch["bins"].to(device))], dim=-1)
+        genes = self.gene_embedding(batch["gene_ids"].to(device, torch.long))
+        x = torch.cat([genes, self.bin_embedding(batch["bins"].to(device, torch.long))], dim=-1)
         diffusion = None
         if self.config.attention == "diffusion":
             diffusion = layout.diffusion(batch, self.config, device)
@@ -291,7 +291,7 @@ class GremlnModel(nn.Module):
             x = x + self.config.fusion_beta * self.adapter(x, genes, layout, graphs)
         out = {"hidden": self.norm(x)}
         if "targets" in batch:
-            targets = batch["targets"].to(device)
+            targets = batch["targets"].to(device, torch.long)
             masked = targets != IGNORE
             logits = self.decoder(out["hidden"][masked]).float()
             out["n_masked"] = masked.sum()

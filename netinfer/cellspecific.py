@@ -224,7 +224,9 @@ def cellspecific_networks(
     if missing:
         raise InputError(
             f"{store.url}: no consensus network for {len(missing)} cell type(s) of "
-            f"{cell_type_key!r}: {', '.join(missing[:5])}"
+            f"{cell_type_key!r}: {', '.join(missing[:5])}; make them with netinfer "
+            "celltype-networks. Types it skipped (fewer than --min-cells cells) have none: leave "
+            "their cells out"
         )
     vocabulary = np.asarray(store.genes)
     networks = {}

@@ -107,8 +107,7 @@ def read_expression(
         ids or too few samples. The message starts with ``path``.
     """
     source = os.fspath(path)
-    if not Path(source).is_file():
-        raise InputError(f"{source}: no such file")
+    _require_file(source)
     name = Path(source).name.lower()
     if name.endswith(".h5ad"):
         return _read_h5ad(source, layer=layer, min_samples=min_samples)
@@ -280,8 +279,7 @@ def read_regulators(
         For duplicated ids and for ids absent from ``genes``.
     """
     source = os.fspath(path)
-    if not Path(source).is_file():
-        raise InputError(f"{source}: no such file")
+    _require_file(source)
     ids: dict[str, None] = {}  # dict keeps first-occurrence order
     n_dup = 0
     try:
@@ -349,6 +347,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
         UTF-8 text handle writing ``\\n`` line endings.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
@@ -456,8 +456,7 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``scc``, ``count`` and ``log_p`` (ARACNe3's ``pvalue`` is derived as exp(log_p)).
     """
     source = os.fspath(path)
-    if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
+    _require_file(source)
     with _open_text(source) as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
         rows = [line.rstrip("\r\n").split("\t") for line in handle]
@@ -517,7 +516,10 @@ def _read_h5ad(source: str, *, layer: str | None, min_samples: int) -> Expressio
             )
             adata = anndata.read_h5ad(source)
     except OSError as exc:
-        raise InputError(f"{source}: not a readable .h5ad file ({exc})") from None
+        raise InputError(
+            f"{source}: not a readable .h5ad file; expected an AnnData file written by anndata "
+            f"or scanpy (adata.write_h5ad). The reader said: {exc}"
+        ) from None
     if layer is None:
         X, what = adata.X, "X"
         if X is None:
@@ -655,6 +657,14 @@ def _data_line_numbers(source: str, sep: str, n_fields: int) -> np.ndarray:
             f" e.g. {where}{more}"
         )
     return np.asarray(lines)
+
+
+def _require_file(source: str) -> None:
+    """Raise InputError unless ``source`` is an existing file (naming a directory as such)."""
+    if os.path.isdir(source):
+        raise InputError(f"{source}: is a directory, not a file")
+    if not os.path.isfile(source):
+        raise InputError(f"{source}: no such file")
 
 
 def _open_text(source: str) -> IO[str]:

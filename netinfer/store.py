@@ -35,7 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from numba import njit
+from llvmlite import ir
+from llvmlite.binding import llvm_version_info
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from netinfer.io import InputError, read_network, write_aracne3, write_aracne_ap
 
@@ -320,6 +324,32 @@ def _induced_edges(indptr, indices, cell_genes, member, local_of, edge_buf):
     return src, dst, edges
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to start loading ``array[index]`` into its caches (``llvm.prefetch``: a hint
+    that never faults and never stalls, unlike a load)."""
+
+    def codegen(context, builder, signature, args):
+        view = context.make_array(signature.args[0])(context, builder, args[0])
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            _PREFETCH_INTRINSIC,
+        )
+        pointer = builder.bitcast(builder.gep(view.data, [args[1]]), byte_pointer)
+        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data cache
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+# LLVM names the intrinsic by pointer type: opaque pointers ("p0") from LLVM 17 on
+_PREFETCH_INTRINSIC = "llvm.prefetch.p0" if llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
+_ROWS_AHEAD = 8  # rows prefetched ahead of the scan: measured best among 2-32
+
+
 @njit(cache=True)
 def _undirected_edges(indptr, upper_indices, cell_genes, labels, label_of, out):
     """Both directions of every edge among ``cell_genes``, scanning only the upper triangle.
@@ -328,6 +358,10 @@ def _undirected_edges(indptr, upper_indices, cell_genes, labels, label_of, out):
     included), so each undirected edge is read once (half the scan of the full symmetric rows)
     and mirrored. Edges are written as ``labels`` of their genes into ``out[:, :count]``;
     ``label_of`` (all -1) is scratch, restored before returning. Returns ``count``.
+
+    The cell's rows lie scattered in a graph far larger than the caches, and each row is too
+    short for the CPU to reach the next row's load by itself, so their misses would come one
+    after another: the row ``_ROWS_AHEAD`` ahead is prefetched (about 2x faster here).
     """
     n_rows = label_of.shape[0]
     for k in range(cell_genes.shape[0]):
@@ -337,8 +371,11 @@ def _undirected_edges(indptr, upper_indices, cell_genes, labels, label_of, out):
                 label_of[cell_genes[done]] = -1
             raise IndexError("gene index outside the vocabulary")
         label_of[g] = labels[k]
+        _prefetch(indptr, g)
     count = 0
     for k in range(cell_genes.shape[0]):
+        if k + _ROWS_AHEAD < cell_genes.shape[0]:
+            _prefetch(upper_indices, indptr[cell_genes[k + _ROWS_AHEAD]])
         g = cell_genes[k]
         source = labels[k]
         for e in range(indptr[g], indptr[g + 1]):
@@ -392,6 +429,7 @@ class GraphStore:
         import zarr
 
         url = os.fspath(path)
+        _refuse_foreign(url)
         if _exists(url) and not overwrite:
             raise StoreError(f"{url}: already exists; open it, or pass overwrite=True")
         release = _acquire_lock(url)
@@ -425,13 +463,25 @@ class GraphStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
         if not _exists(url):
-            raise StoreError(f"{url}: no such graph store (create one with GraphStore.create)")
+            fs, where = _fs_and_path(url)
+            if fs.isfile(where):
+                raise StoreError(
+                    f"{url}: is a file, not a graph store (a Zarr directory such as graphs.zarr)"
+                )
+            raise StoreError(
+                f"{url}: no such graph store; create one with `netinfer store create {url}` (or "
+                "let netinfer celltype-networks, aracne --store or ppi create it; in Python, "
+                "GraphStore.create)"
+            )
         release = _acquire_lock(url) if mode == "a" else _nothing
         try:
             group = zarr.open_group(url, mode="r" if mode == "r" else "r+", **_storage_options(url))
             root = group.attrs.get(ROOT_KEY)
             if root is None:
-                raise StoreError(f"{url}: a Zarr group, but not a netinfer graph store")
+                raise StoreError(
+                    f"{url}: a Zarr group, but not a netinfer graph store (a gremln cell store?); "
+                    "give the graph store (netinfer store create, celltype-networks)"
+                )
             if root["schema_version"] > SCHEMA_VERSION:
                 raise StoreError(
                     f"{url}: written with graph-store schema version {root['schema_version']}; "
@@ -1034,6 +1084,34 @@ def _exists(url: str) -> bool:
 
 def _nothing() -> None:
     return None
+
+
+def _refuse_foreign(url: str) -> None:
+    """Raise StoreError when ``url`` is a file, another Zarr group, or a directory holding
+    anything but a graph store (or a stale writer lock): creating a store there would delete
+    its contents."""
+    fs, path = _fs_and_path(url)
+    if fs.isfile(path):
+        raise StoreError(f"{url}: is a file; give the path of a directory for the graph store")
+    if _exists(url):
+        attributes = json.loads(fs.cat_file(f"{path}/zarr.json")).get("attributes", {})
+        if ROOT_KEY not in attributes:
+            raise StoreError(
+                f"{url}: a Zarr group that is not a graph store (a gremln cell store?); "
+                "creating a graph store there would delete it. Give another path"
+            )
+        return
+    if not fs.isdir(path):
+        return
+    entries = [e for e in fs.ls(path, detail=False) if not e.endswith(LOCK_NAME)]
+    if entries:
+        names = ", ".join(sorted(os.path.basename(e.rstrip("/")) for e in entries)[:3])
+        raise StoreError(
+            f"{url}: a directory that is not a graph store ({len(entries)} "
+            f"entr{'y' if len(entries) == 1 else 'ies'}, e.g. "
+            f"{names}); creating a store there would delete them. Give a new path (e.g. "
+            "graphs.zarr) or an empty directory"
+        )
 
 
 def _acquire_lock(url: str) -> Callable[[], None]:

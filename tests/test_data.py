@@ -104,6 +104,28 @@ def test_packed_and_padded_batches_hold_the_same_cells(stores):
     assert (packed["edge_index"] < packed["gene_ids"].numel()).all()
 
 
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_batches_are_built_as_collated_examples(stores, layout):
+    """A dataset's batches (built at once) equal its examples collated one by one: the same
+    tokens, masks and edges, whatever batch a cell lands in."""
+    cells_path, graphs_path = stores
+    common = dict(split=None, seed=6, block=16, max_length=50, coexpression_fraction=0.25)
+    examples = {ex["cell"]: ex for ex in CellDataset(cells_path, graphs_path, **common)}
+    batches = list(CellDataset(cells_path, graphs_path, batch_size=5, layout=layout, **common))
+    for batch in batches:
+        chosen = [examples[cell] for cell in batch["cells"].tolist()]
+        if layout == "packed":
+            expected = collate_packed(chosen)
+        else:
+            expected = collate_padded(chosen, pad_bin=11)
+        assert batch.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert value.dtype == batch[key].dtype and torch.equal(value, batch[key]), key
+            else:
+                assert value == batch[key], key
+
+
 def test_batches_are_the_same_with_any_number_of_workers_and_resume(stores):
     cells_path, graphs_path = stores
     common = dict(split=None, seed=5, block=16, batch_size=7, layout="padded", max_length=40)

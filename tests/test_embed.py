@@ -14,7 +14,7 @@ from cli.gremln import main as gremln_main
 from gremln.cellstore import CellStore, prepare
 from gremln.data import TokenArrayDataset, collate_padded
 from gremln.embed import compute_embeddings, embed, load_model, tokenize
-from gremln.train import TrainConfig, train
+from gremln.train import GRAPH_INTEGRATIONS, TrainConfig, train
 from netinfer.io import InputError
 from netinfer.store import GraphStore, StoreError
 
@@ -26,9 +26,10 @@ FAST = dict(max_length=100, progress=False)  # short sequences: quick forward pa
 
 def pretrained_models(folder, *, steps: int = 8, attentions=("diffusion",)) -> dict:
     """pbmc68k counts, a graph store of random cell-type networks (with exclusion posteriors)
-    and a PPI graph, and tiny models pre-trained on them, one per attention.
+    and a PPI graph, and tiny models pre-trained on them, one per name in ``attentions``: an
+    attention (``diffusion``, ``vanilla``) or a ``--graph-integration`` variant (``adapter``...).
 
-    Returns ``{"counts": h5ad, "graphs": store, "cells": cell store, <attention>: run dir}``.
+    Returns ``{"counts": h5ad, "graphs": store, "cells": cell store, <name>: run dir}``.
     """
     from netinfer.datasets import pbmc68k_counts
 
@@ -61,12 +62,14 @@ def pretrained_models(folder, *, steps: int = 8, attentions=("diffusion",)) -> d
         **QC,
     )
     runs = {"counts": folder / "pbmc.h5ad", "graphs": graphs, "cells": folder / "cells.zarr"}
-    for attention in attentions:
+    for name in attentions:  # an attention, or a --graph-integration variant
+        variant = GRAPH_INTEGRATIONS.get(name, (name, False))
         config = TrainConfig(
             cells=str(folder / "cells.zarr"),
             graphs=str(graphs),
-            out=str(folder / attention),
-            attention=attention,
+            out=str(folder / name),
+            attention=variant[0],
+            adapter=variant[1],
             **TINY,
             max_steps=steps,
             max_length=128,
@@ -76,7 +79,7 @@ def pretrained_models(folder, *, steps: int = 8, attentions=("diffusion",)) -> d
             eval_cells=16,
         )
         train(config)
-        runs[attention] = folder / attention
+        runs[name] = folder / name
     return runs
 
 

@@ -11,7 +11,7 @@ from test_embed import KEY, pretrained_models
 
 from cli.gremln import main as gremln_main
 from gremln.embed import load_model
-from gremln.evaluate import feature_sets, random_splits
+from gremln.evaluate import feature_sets, ignores_graphs, random_splits
 from gremln.evaluate.celltype import classification_metrics, evaluate_celltype, fit_linear_probe
 from gremln.evaluate.expression import evaluate_expression, r2_per_gene
 from netinfer.io import InputError
@@ -23,7 +23,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     runs = pretrained_models(
-        tmp_path_factory.mktemp("evaluate"), attentions=("diffusion", "vanilla")
+        tmp_path_factory.mktemp("evaluate"), attentions=("diffusion", "vanilla", "adapter")
     )
     adata = ad.read_h5ad(runs["counts"])
     # a third of the cells, every type kept: quick, and still 10 classes
@@ -118,6 +118,52 @@ def test_expression_evaluation(setup, tmp_path):
     assert (tmp_path / "expression_predicted_vs_true.png").read_bytes()[:8] == PNG
 
 
+def test_graph_integration_variants_side_by_side(setup, tmp_path):
+    """``compare`` adds models by name; an adapter-only model (vanilla attention) reads the
+    graphs, so the evaluations give it the cells' graphs."""
+    runs, adata = setup
+    common = dict(graph_mode="ppi:toy_ppi", n_genes=50, n_pcs=20, embed_options=FAST)
+    result = evaluate_expression(
+        adata,
+        runs["diffusion"],
+        runs["graphs"],
+        vanilla=runs["vanilla"],
+        compare={"adapter": runs["adapter"]},
+        out_dir=tmp_path,
+        progress=False,
+        **common,
+    )
+    _metric_ranges(result, ["r2"], ["gremln", "vanilla", "adapter", "pca"])
+    adapter = load_model(runs["adapter"])
+    assert not ignores_graphs(adapter) and ignores_graphs(load_model(runs["vanilla"]))
+    rows = np.arange(adata.n_obs)
+    features = {
+        mode: feature_sets(
+            adata,
+            {"adapter": adapter},
+            runs["graphs"],
+            graph_mode=mode,
+            n_pcs=20,
+            embed_options=FAST,
+            progress=False,
+        )["adapter"](rows)
+        for mode in ("ppi:toy_ppi", "none")
+    }
+    # bit-identical if the adapter never saw the graph; the fusion is small after 8 steps
+    assert np.abs(features["ppi:toy_ppi"] - features["none"]).max() > 1e-6
+    for taken in ("vanilla", "pca", "adapter_finetuned"):
+        with pytest.raises(ValueError, match=f"model name '{taken}' is taken"):
+            evaluate_expression(
+                adata,
+                runs["diffusion"],
+                runs["graphs"],
+                vanilla=runs["vanilla"],
+                compare={taken: runs["adapter"]},
+                out_dir=tmp_path,
+                **common,
+            )
+
+
 def test_linear_probe_stops_early_and_separates_classes():
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=4, size=(3, 5))
@@ -179,6 +225,16 @@ def test_cli_evaluate(setup, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "ex" / "expression.json").read_text())
     assert list(result["models"]) == ["gremln", "vanilla", "pca"]
+    code = gremln_main(
+        ["evaluate", "expression", *common, "--graph-mode", "ppi:toy_ppi"]
+        + ["--compare", f"adapter={runs['adapter']}", "--out", str(tmp_path / "variants")]
+    )
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "variants" / "expression.json").read_text())
+    assert list(result["models"]) == ["gremln", "adapter", "pca"]
+    for bad, message in (("adapter", "expected NAME=RUN_DIR"), ("x=nowhere", "no such directory")):
+        code = gremln_main(["evaluate", "expression", *common, "--compare", bad, "--out", "o"])
+        assert code == 2 and message in capsys.readouterr().err
     code = gremln_main(
         ["evaluate", "celltype", *common, "--cell-type-key", "cluster", "--out", str(tmp_path)]
     )

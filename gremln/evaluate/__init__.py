@@ -41,9 +41,17 @@ SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
 EVALUATION_ASSIGNMENT = "gremln-evaluate"  # the integration's assignment in the graph store
 
 
-def model_set(model, vanilla=None) -> dict:
-    """The models an evaluation compares: ``gremln``, and ``vanilla`` when given."""
-    return {"gremln": model} | ({"vanilla": vanilla} if vanilla is not None else {})
+def model_set(model, vanilla=None, compare: dict | None = None) -> dict:
+    """The models an evaluation compares: ``gremln``, ``vanilla`` when given, then ``compare``
+    (name -> model) in its order."""
+    models = {"gremln": model} | ({"vanilla": vanilla} if vanilla is not None else {})
+    for name in compare or {}:
+        if name in models or name == "pca" or name.endswith("_finetuned"):
+            raise ValueError(
+                f"model name {name!r} is taken: gremln, vanilla and pca (and NAME_finetuned "
+                "for fine-tuned copies) name the evaluations' own rows"
+            )
+    return models | dict(compare or {})
 
 
 def as_model(model):
@@ -54,8 +62,9 @@ def as_model(model):
 
 
 def ignores_graphs(model) -> bool:
-    """Whether the model's attention never reads a graph (the vanilla ablation)."""
-    return model.config.attention == "vanilla"
+    """Whether the model never reads a graph: vanilla attention and no structure adapter (the
+    vanilla ablation, ``--graph-integration none``)."""
+    return model.config.attention == "vanilla" and not model.config.adapter
 
 
 def require_column(adata, key: str | None, what: str = "<data>") -> None:
@@ -93,26 +102,21 @@ def write_result(out_dir: str | os.PathLike[str], evaluation: str, result: dict)
 
 
 def save_figure(figure, out_dir: str | os.PathLike[str], name: str) -> str:
-    """Save a matplotlib figure as ``OUT_DIR/NAME`` (PNG), close it, and return NAME."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure as ``OUT_DIR/NAME`` (PNG) and return NAME."""
     path = Path(out_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{name}.tmp.png")
     figure.savefig(staging, dpi=120, bbox_inches="tight")
-    plt.close(figure)
     os.replace(staging, path)
     return name
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
-    import matplotlib
+def new_figure(**options):
+    """A matplotlib figure outside pyplot: it needs no display, leaves the session's backend
+    (e.g. a notebook's inline one) alone, and is freed with its last reference."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**options)
 
 
 def random_splits(

@@ -56,6 +56,7 @@ def evaluate_all(
     cell_type_key: str,
     out_dir: str | os.PathLike[str],
     vanilla=None,
+    compare: dict | None = None,
     perturbation=None,
     perturbation_key: str | None = None,
     control: str = "control",
@@ -75,8 +76,8 @@ def evaluate_all(
     ----------
     adata
         Counts with the cell types in ``obs[cell_type_key]`` (celltype, expression, edges).
-    model, graphs_path, out_dir, vanilla, graph_mode, reference, layer, n_splits, n_pcs, seed,
-    embed_options, progress
+    model, graphs_path, out_dir, vanilla, compare, graph_mode, reference, layer, n_splits, n_pcs,
+    seed, embed_options, progress
         As in every evaluation (e.g. :func:`gremln.evaluate.celltype.evaluate_celltype`).
     cell_type_key
         The label column of ``adata`` (and of ``reference``).
@@ -107,9 +108,11 @@ def evaluate_all(
             raise InputError(str(error).replace("<data>", "<perturbation>")) from error
     model = as_model(model)
     vanilla = as_model(vanilla) if vanilla is not None else None
+    compare = {name: as_model(other) for name, other in (compare or {}).items()}
     common = dict(
         out_dir=out_dir,
         vanilla=vanilla,
+        compare=compare,
         layer=layer,
         n_splits=n_splits,
         n_pcs=n_pcs,

@@ -22,7 +22,7 @@ from gremln.evaluate import (
     feature_sets,
     graph_source,
     model_set,
-    pyplot,
+    new_figure,
     random_splits,
     require_column,
     save_figure,
@@ -200,11 +200,9 @@ def celltype_scores(
 
 def plot_confusion(confusion: dict[str, np.ndarray], classes: list[str], scores: dict):
     """One row-normalized confusion matrix per model, side by side."""
-    plt = pyplot()
     size = 1.6 + 0.35 * len(classes)
-    figure, axes = plt.subplots(
-        1, len(confusion), figsize=(size * len(confusion), size + 1), squeeze=False
-    )
+    figure = new_figure(figsize=(size * len(confusion), size + 1))
+    axes = figure.subplots(1, len(confusion), squeeze=False)
     for axis, (name, counts) in zip(axes[0], confusion.items()):
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -225,6 +223,7 @@ def evaluate_celltype(
     cell_type_key: str,
     out_dir: str | os.PathLike[str],
     vanilla=None,
+    compare: dict | None = None,
     graph_mode: str = "integrated",
     reference=None,
     layer: str | None = None,
@@ -251,6 +250,9 @@ def evaluate_celltype(
         Where the result and the figure go.
     vanilla
         The vanilla-attention ablation trained identically (optional).
+    compare
+        Further models by name (e.g. the other ``--graph-integration`` variants), each
+        evaluated like ``model``.
     graph_mode
         ``integrated``, ``ppi:NAME`` or ``none`` (see :func:`gremln.evaluate.feature_sets`);
         not ``celltype``, which would give every test cell the graph of its own label.
@@ -277,7 +279,7 @@ def evaluate_celltype(
     require_column(adata, cell_type_key)
     features = feature_sets(
         adata,
-        model_set(model, vanilla),
+        model_set(model, vanilla, compare),
         graphs_path,
         graph_mode=graph_mode,
         reference=reference,

@@ -41,7 +41,7 @@ from gremln.evaluate import (
     ignores_graphs,
     metric_summary,
     model_set,
-    pyplot,
+    new_figure,
     require_column,
     save_figure,
     summarize,
@@ -444,9 +444,8 @@ def plot_curves(pooled: dict, scores: dict):
     """ROC and precision-recall curves of every model (first split, contexts pooled)."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    plt = pyplot()
-    roc, roc_axis = plt.subplots(figsize=(4.2, 4.2))
-    pr, pr_axis = plt.subplots(figsize=(4.2, 4.2))
+    roc, pr = new_figure(figsize=(4.2, 4.2)), new_figure(figsize=(4.2, 4.2))
+    roc_axis, pr_axis = roc.subplots(), pr.subplots()
     for name, (labels, values) in pooled.items():
         false_positive, true_positive, _ = roc_curve(labels, values)
         auroc = scores[name]["auroc"]
@@ -477,6 +476,7 @@ def evaluate_edges(
     cell_type_key: str,
     out_dir: str | os.PathLike[str],
     vanilla=None,
+    compare: dict | None = None,
     cell_types=None,
     min_edges: int = 10,
     hidden_fraction: float = 0.15,
@@ -507,6 +507,9 @@ def evaluate_edges(
         Where the result and the figures go.
     vanilla
         The vanilla-attention ablation trained identically (optional).
+    compare
+        Further models by name (e.g. the other ``--graph-integration`` variants), each
+        evaluated like ``model``.
     cell_types
         The types whose networks are evaluated, e.g. those held out of pre-training (default:
         every type with a network).
@@ -530,7 +533,7 @@ def evaluate_edges(
     """
     from netinfer.store import GraphStore
 
-    models = {name: as_model(m) for name, m in model_set(model, vanilla).items()}
+    models = {name: as_model(m) for name, m in model_set(model, vanilla, compare).items()}
     vocabularies = [set(m.vocabulary.genes) for m in models.values()]
     contexts, skipped = edge_contexts(
         adata,

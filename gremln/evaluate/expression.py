@@ -20,7 +20,7 @@ from gremln.evaluate import (
     feature_sets,
     graph_source,
     model_set,
-    pyplot,
+    new_figure,
     random_splits,
     save_figure,
     standardize,
@@ -97,8 +97,8 @@ def expression_scores(
 
 def plot_predicted_vs_true(first: dict, scores: dict):
     """Predicted against true expression of test cells, one hexbin panel per model."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(first), figsize=(3.6 * len(first), 3.6), squeeze=False)
+    figure = new_figure(figsize=(3.6 * len(first), 3.6))
+    axes = figure.subplots(1, len(first), squeeze=False)
     for axis, (name, (true, predicted)) in zip(axes[0], first.items()):
         axis.hexbin(true.ravel(), predicted.ravel(), gridsize=40, bins="log", cmap="viridis")
         low, high = float(true.min()), float(true.max())
@@ -117,6 +117,7 @@ def evaluate_expression(
     *,
     out_dir: str | os.PathLike[str],
     vanilla=None,
+    compare: dict | None = None,
     graph_mode: str = "integrated",
     reference=None,
     cell_type_key: str | None = None,
@@ -143,6 +144,9 @@ def evaluate_expression(
         Where the result and the figure go.
     vanilla
         The vanilla-attention ablation trained identically (optional).
+    compare
+        Further models by name (e.g. the other ``--graph-integration`` variants), each
+        evaluated like ``model``.
     graph_mode
         As :func:`gremln.evaluate.feature_sets` (``celltype`` reads every cell's label).
     reference
@@ -167,7 +171,7 @@ def evaluate_expression(
 
     features = feature_sets(
         adata,
-        model_set(model, vanilla),
+        model_set(model, vanilla, compare),
         graphs_path,
         graph_mode=graph_mode,
         reference=reference,

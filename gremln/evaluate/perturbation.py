@@ -237,6 +237,7 @@ def evaluate_perturbation(
     out_dir: str | os.PathLike[str],
     control: str = "control",
     vanilla=None,
+    compare: dict | None = None,
     graph_mode: str = "integrated",
     reference=None,
     cell_type_key: str | None = None,
@@ -268,6 +269,9 @@ def evaluate_perturbation(
         The label of unperturbed cells (left out).
     vanilla
         The vanilla-attention ablation trained identically (optional).
+    compare
+        Further models by name (e.g. the other ``--graph-integration`` variants), each
+        evaluated like ``model``.
     graph_mode, reference, cell_type_key
         The cells' graphs, as :func:`gremln.evaluate.feature_sets` (``ppi:NAME`` gives every
         cell the same graph; ``integrated`` without a reference reads ``cell_type_key`` of the
@@ -295,7 +299,7 @@ def evaluate_perturbation(
     rows, labels = perturbed_cells(adata, perturbation_key, control=control, min_cells=min_cells)
     perturbed = adata[rows].copy()
     classes, codes = np.unique(labels, return_inverse=True)
-    models = {name: as_model(m) for name, m in model_set(model, vanilla).items()}
+    models = {name: as_model(m) for name, m in model_set(model, vanilla, compare).items()}
     graphs = dict(graph_mode=graph_mode, reference=reference, cell_type_key=cell_type_key)
     features = feature_sets(
         perturbed,
