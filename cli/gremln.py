@@ -22,8 +22,8 @@ from cli.options import (
     qc_options,
     read_h5ad,
     require_counts,
-    require_obs_column,
 )
+from netinfer.io import require_obs_column
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -446,7 +446,7 @@ def _embed(args) -> dict:
     adata = _read_data(args)
     reference = _read_h5ad(args.reference, "--reference") if args.reference else None
     if reference is not None:
-        require_obs_column(reference, args.cell_type_key, args.reference)
+        require_obs_column(reference, args.cell_type_key, args.reference, "--cell-type-key")
     embed(
         adata,
         args.model,
@@ -498,7 +498,7 @@ def _evaluate(args) -> dict:
     if args.command == "finetune":
         require_obs_column(adata, args.perturbation_key, args.data, "--perturbation-key")
     elif args.evaluation != "expression":  # the labels the evaluation scores against
-        require_obs_column(adata, args.cell_type_key, args.data)
+        require_obs_column(adata, args.cell_type_key, args.data, "--cell-type-key")
     common = dict(
         vanilla=load_model(args.vanilla, device=args.device) if args.vanilla else None,
         compare={name: load_model(path, device=args.device) for name, path in compare.items()},
@@ -644,7 +644,7 @@ def _check_prepare_input(path: str, cell_type_key: str) -> None:
     (the first 2,000 cells are checked)."""
     data = read_h5ad(path, backed=True)
     try:
-        require_obs_column(data, cell_type_key, path)
+        require_obs_column(data, cell_type_key, path, "--cell-type-key")
         require_counts(
             data.X[: min(data.n_obs, 2000)],
             path,

@@ -19,8 +19,8 @@ from cli.options import (
     qc_options,
     read_h5ad,
     require_counts,
-    require_obs_column,
 )
+from netinfer.io import require_obs_column
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -675,7 +675,7 @@ def _integrate_command(args: argparse.Namespace, console: Console) -> None:
 
     query = _read_counts(args.query, args.layer)
     reference = _read_counts(args.reference, args.layer, what="--reference")
-    require_obs_column(reference, args.cell_type_key, args.reference)
+    require_obs_column(reference, args.cell_type_key, args.reference, "--cell-type-key")
     with GraphStore.open(args.store, mode="a") as store:
         result = integrate(
             query,
@@ -717,7 +717,7 @@ def _cellspecific_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.store import GraphStore
 
     adata = _read_counts(args.counts, args.layer)
-    require_obs_column(adata, args.cell_type_key, args.counts)
+    require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
     with GraphStore.open(args.store, mode="a") as store:
         result = cellspecific_networks(
             adata,
@@ -751,7 +751,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
 
     adata = _read_counts(args.counts, args.layer, counts_for="netinfer celltype-networks")
     if args.cell_type_key is not None:
-        require_obs_column(adata, args.cell_type_key, args.counts)
+        require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
     regulators = read_regulators(args.regulators, genes=adata.var_names)
     store_path = args.store.rstrip("/")
     if "://" in store_path:  # a URL store: the work dir and the report stay in this directory

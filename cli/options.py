@@ -51,19 +51,6 @@ def read_h5ad(path: str, *, what: str = "", backed: bool = False):
         ) from None
 
 
-def require_obs_column(adata, key: str, path: str, flag: str = "--cell-type-key") -> None:
-    """Raise an error naming the file, the column and the columns there when ``key`` is not in
-    ``adata.obs``."""
-    from netinfer.io import InputError
-
-    if key not in adata.obs:
-        columns = ", ".join(map(str, adata.obs.columns)) or "none"
-        raise InputError(
-            f"{path}: no obs column {key!r} ({flag}); its obs columns are: {columns}. "
-            f"Pass one of them with {flag}"
-        )
-
-
 def require_counts(X, path: str, *, what: str = "X", command: str, remedy: str) -> None:
     """Raise an error unless ``X`` (its first million stored values) holds raw counts:
     non-negative integers. The message names the file and the matrix, says what the values look

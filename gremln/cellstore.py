@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from gremln.tokenize import GeneVocabulary, tokenize_cells
-from netinfer.io import InputError
+from netinfer.io import InputError, require_obs_column
 
 SCHEMA_VERSION = 1
 ROOT_KEY = "gremln_cell_store"
@@ -196,11 +196,7 @@ def prepare(
     if append and not exists:
         raise InputError(f"{cells_path}: no cell store to append to")
     data = ad.read_h5ad(counts_path, backed="r")
-    if cell_type_key not in data.obs:
-        raise InputError(
-            f"{counts_path}: no obs column {cell_type_key!r}; columns are: "
-            f"{', '.join(map(str, data.obs.columns)) or 'none'}"
-        )
+    require_obs_column(data, cell_type_key, str(counts_path))
     dataset = os.path.basename(counts_path).removesuffix(".h5ad")
     previous = CellStore.open(cells_path) if exists else None
     if previous is not None and dataset in set(previous.obs["dataset"]):

@@ -236,8 +236,8 @@ class CellDataset(torch.utils.data.IterableDataset):
         ``starts``."""
         n_masked = np.rint(self.mask_fraction * (lengths - 1)).astype(np.int64)
         _masked_tokens(
-            gene_ids.astype(np.int64, copy=False),
-            bins.astype(np.int64, copy=False),
+            gene_ids,
+            bins,
             lengths - 1,
             n_masked,
             np.asarray(cells, dtype=np.int64),
@@ -321,18 +321,16 @@ def _arena(specs: dict[str, tuple[tuple, torch.dtype]]) -> dict[str, torch.Tenso
     """Empty tensors (name -> (shape, dtype)), all views of one buffer: in a loader worker,
     one shared-memory block whose single file descriptor the main process receives (a
     descriptor per tensor cost the main process twice the time per batch)."""
-    offsets, total = {}, 0
+    spans, total = {}, 0
     for name, (shape, dtype) in specs.items():
-        offsets[name] = total
         nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        spans[name] = (total, nbytes)
         total += -(-nbytes // 8) * 8  # 8-byte aligned: any dtype may view its part
     buffer = _batch_tensor((max(total, 8),), torch.uint8)
-    out = {}
-    for name, (shape, dtype) in specs.items():
-        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
-        start = offsets[name]
-        out[name] = buffer[start : start + size].view(dtype).view(shape)
-    return out
+    return {
+        name: buffer[start : start + nbytes].view(dtype).view(shape)
+        for (name, (shape, dtype)), (start, nbytes) in zip(specs.items(), spans.values())
+    }
 
 
 def _new_batch(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from netinfer.io import InputError
+from netinfer.io import InputError, require_obs_column
 
 
 @njit(cache=True)
@@ -210,11 +210,7 @@ def cellspecific_networks(
     """
     from netinfer.integrate import TypeNetworks
 
-    if cell_type_key not in adata.obs:
-        raise InputError(
-            f"<adata>: no obs column {cell_type_key!r}; columns are: "
-            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
-        )
+    require_obs_column(adata, cell_type_key, "<adata>")
     labels = adata.obs[cell_type_key].astype(str).to_numpy()
     listing = store.list()
     listing = listing[listing["kind"] == "consensus"]

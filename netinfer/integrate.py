@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from netinfer.io import InputError
+from netinfer.io import InputError, require_obs_column
 
 
 @dataclass(frozen=True)
@@ -364,11 +364,7 @@ def integrate(
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
-    if cell_type_key not in reference.obs:
-        raise InputError(
-            f"<reference>: no obs column {cell_type_key!r}; columns are: "
-            f"{', '.join(map(str, reference.obs.columns)) or 'none'}"
-        )
+    require_obs_column(reference, cell_type_key, "<reference>")
     shared = reference.var_names.intersection(query.var_names)
     overlap = len(shared) / reference.n_vars
     if overlap < min_overlap:

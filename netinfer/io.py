@@ -51,6 +51,22 @@ class InputError(ValueError):
     """
 
 
+def require_obs_column(adata, key: str | None, where: str = "<data>", flag: str | None = None):
+    """Raise an :class:`InputError` unless ``adata.obs`` has the column ``key`` (``None``
+    counts as missing). The message starts with ``where`` (the file, or a placeholder such as
+    ``<data>``) and lists the columns there; with ``flag`` (the option that named the column),
+    it also says to pass one of them with it."""
+    if key is not None and key in adata.obs:
+        return
+    columns = ", ".join(map(str, adata.obs.columns)) or "none"
+    if flag is None:
+        raise InputError(f"{where}: no obs column {key!r}; columns are: {columns}")
+    raise InputError(
+        f"{where}: no obs column {key!r} ({flag}); its obs columns are: {columns}. "
+        f"Pass one of them with {flag}"
+    )
+
+
 # eq=False: field-wise ``==`` on numpy arrays is ambiguous, so compare by identity.
 @dataclass(frozen=True, eq=False)
 class Expression:

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from netinfer.aracne import aracne, check_estimator
 from netinfer.integrate import exclusion_probabilities
-from netinfer.io import InputError, atomic_write
+from netinfer.io import InputError, atomic_write, require_obs_column
 
 CLUSTER_KEY = "netinfer_cluster"
 
@@ -405,11 +405,8 @@ def celltype_networks(
     """
     started = time.perf_counter()
     check_estimator(estimator)  # before QC and clustering, not in the first cluster job
-    if cell_type_key is not None and cell_type_key not in adata.obs:
-        raise InputError(
-            f"<AnnData>: no obs column {cell_type_key!r}; columns are: "
-            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
-        )
+    if cell_type_key is not None:
+        require_obs_column(adata, cell_type_key, "<AnnData>")
     genes = adata.var_names.astype(str).to_numpy()
     present = [r for r in dict.fromkeys(map(str, regulators)) if r in set(genes)]
     if not present:

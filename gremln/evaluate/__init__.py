@@ -67,15 +67,6 @@ def ignores_graphs(model) -> bool:
     return model.config.attention == "vanilla" and not model.config.adapter
 
 
-def require_column(adata, key: str | None, what: str = "<data>") -> None:
-    """Raise an :class:`InputError` naming the columns there when ``obs[key]`` is missing."""
-    if key is None or key not in adata.obs:
-        raise InputError(
-            f"{what}: no obs column {key!r}; columns are: "
-            f"{', '.join(map(str, adata.obs.columns)) or 'none'}"
-        )
-
-
 def metric_summary(values) -> dict:
     """``{"mean", "std", "values"}`` of one metric over splits (sample std; 0 for one split)."""
     values = [float(v) for v in values]

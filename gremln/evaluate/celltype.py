@@ -24,12 +24,12 @@ from gremln.evaluate import (
     model_set,
     new_figure,
     random_splits,
-    require_column,
     save_figure,
     standardize,
     summarize,
     write_result,
 )
+from netinfer.io import require_obs_column
 
 EVALUATION = "celltype"
 FIGURE = "celltype_confusion.png"
@@ -276,7 +276,7 @@ def evaluate_celltype(
             "graph mode celltype gives every test cell the graph of its own label; use "
             "integrated (the default), ppi:NAME or none"
         )
-    require_column(adata, cell_type_key)
+    require_obs_column(adata, cell_type_key)
     features = feature_sets(
         adata,
         model_set(model, vanilla, compare),

@@ -42,12 +42,11 @@ from gremln.evaluate import (
     metric_summary,
     model_set,
     new_figure,
-    require_column,
     save_figure,
     summarize,
     write_result,
 )
-from netinfer.io import InputError
+from netinfer.io import InputError, require_obs_column
 
 EVALUATION = "edges"
 FIGURES = ("edges_roc.png", "edges_precision_recall.png")
@@ -273,7 +272,7 @@ def edge_contexts(
 
     from netinfer.store import GraphStore
 
-    require_column(adata, cell_type_key)
+    require_obs_column(adata, cell_type_key)
     labels = adata.obs[cell_type_key].astype(str).to_numpy()
     counts = sp.csr_matrix(adata.layers[layer] if layer is not None else adata.X)
     column = {gene: i for i, gene in enumerate(adata.var_names.astype(str))}

@@ -35,7 +35,6 @@ from gremln.evaluate import (
     feature_sets,
     graph_source,
     model_set,
-    require_column,
     save_figure,
     split_graph_settings,
     standardize,
@@ -49,7 +48,7 @@ from gremln.evaluate.celltype import (
     linear_probe,
     plot_confusion,
 )
-from netinfer.io import InputError
+from netinfer.io import InputError, require_obs_column
 
 EVALUATION = "perturbation"
 FIGURE = "perturbation_confusion.png"
@@ -67,7 +66,7 @@ def perturbed_cells(
         No such column, fewer than two perturbations, or perturbations with fewer than
         ``min_cells`` cells (too few to split into training, validation and test cells).
     """
-    require_column(adata, perturbation_key)
+    require_obs_column(adata, perturbation_key)
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     rows = np.flatnonzero(labels != control)
     names, counts = np.unique(labels[rows], return_counts=True)
