@@ -49,6 +49,14 @@ from netinfer.integrate import exclusion_probabilities
 from netinfer.io import InputError, atomic_write, require_obs_column
 
 CLUSTER_KEY = "netinfer_cluster"
+# defaults chosen on SERGIO simulations (bench/celltype_defaults.py, docs/defaults.md)
+RESAMPLES = 100
+MAX_CELLS = 1000
+CLUSTER_CELLS = 1000
+
+
+class EmptyResultError(InputError):
+    """A run whose networks hold no edge at all (allowed with ``allow_empty``)."""
 
 
 @dataclass
@@ -199,10 +207,11 @@ def pca_coordinates(profiles, *, seed: int, n_comps: int = 30) -> np.ndarray:
     return work.obsm["X_pca"]
 
 
-def leiden_clusters(profiles, *, resolution: float, seed: int) -> np.ndarray:
+def leiden_clusters(profiles, *, resolution: float, seed: int, coords=None) -> np.ndarray:
     """Leiden clusters (leidenalg) of normalized profiles on a PCA neighbour graph, as strings.
 
-    Clusters are numbered by decreasing size; the same seed gives the same clusters.
+    Clusters are numbered by decreasing size; the same seed gives the same clusters. ``coords``:
+    PCA coordinates already computed for these profiles.
     """
     import anndata as ad
     import igraph
@@ -212,7 +221,9 @@ def leiden_clusters(profiles, *, resolution: float, seed: int) -> np.ndarray:
     n_cells = profiles.shape[0]
     if n_cells < 10:
         return np.zeros(n_cells, dtype=int).astype(str)
-    work = ad.AnnData(obsm={"X_pca": pca_coordinates(profiles, seed=seed)})
+    if coords is None:
+        coords = pca_coordinates(profiles, seed=seed)
+    work = ad.AnnData(obsm={"X_pca": coords})
     sc.pp.neighbors(work, n_neighbors=min(15, n_cells - 1), use_rep="X_pca", random_state=seed)
     graph = work.obsp["connectivities"].tocoo()
     network = igraph.Graph(n=n_cells, edges=list(zip(graph.row, graph.col)), directed=True)
@@ -225,6 +236,48 @@ def leiden_clusters(profiles, *, resolution: float, seed: int) -> np.ndarray:
         n_iterations=-1,
     )
     return np.asarray(partition.membership).astype(str)
+
+
+def merge_small_clusters(labels: np.ndarray, coords: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge every cluster under ``min_size`` cells into the cluster with the nearest centroid.
+
+    The smallest cluster is merged first, and centroids are recomputed after each merge, until
+    every cluster holds ``min_size`` cells or one cluster is left. Clusters are renumbered
+    ``"0", "1", ...`` by decreasing size (ties by their first cell), so the result depends only
+    on the partition.
+    """
+    _, codes = np.unique(labels, return_inverse=True)
+    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    while len(members) > 1:
+        sizes = np.array([m.size for m in members])
+        smallest = int(np.argmin(sizes))
+        if sizes[smallest] >= min_size:
+            break
+        centroids = np.array([coords[m].mean(axis=0) for m in members])
+        distance = np.linalg.norm(centroids - centroids[smallest], axis=1)
+        distance[smallest] = np.inf
+        nearest = int(np.argmin(distance))
+        members[nearest] = np.sort(np.concatenate([members[nearest], members.pop(smallest)]))
+    members.sort(key=lambda m: (-m.size, m[0]))
+    merged = np.empty(labels.size, dtype=object)
+    for number, cells in enumerate(members):
+        merged[cells] = str(number)
+    return merged.astype(str)
+
+
+def type_clusters(profiles, *, resolution: float, min_size: int, seed: int) -> np.ndarray:
+    """Clusters of one cell type's cells, each of at least ``min_size`` cells.
+
+    A type with fewer than ``2 * min_size`` cells is one cluster; a larger one is split by
+    Leiden at ``resolution`` and its clusters under ``min_size`` are merged into their nearest
+    neighbours (``merge_small_clusters``), so no cell of the type is left out.
+    """
+    n_cells = profiles.shape[0]
+    if n_cells < 2 * min_size:
+        return np.zeros(n_cells, dtype=int).astype(str)
+    coords = pca_coordinates(profiles, seed=seed)
+    labels = leiden_clusters(profiles, resolution=resolution, seed=seed, coords=coords)
+    return merge_small_clusters(labels, coords, min_size)
 
 
 def pool_metacells(counts, coords: np.ndarray, rows: np.ndarray, k: int):
@@ -254,49 +307,102 @@ def pool_metacells(counts, coords: np.ndarray, rows: np.ndarray, k: int):
     return pooling @ counts
 
 
+def tested_pairs(detected: Sequence[Sequence[str]], regulators: Sequence[str]) -> np.ndarray:
+    """Which clusters tested each regulator-target pair, as a boolean matrix over pairs.
+
+    Cluster c tested (r, t), r != t, when both are among its detected (non-constant) genes:
+    ARACNe drops the others before testing. Returns ``(regulators, genes, mask)``:
+    ``mask[c, i, j]`` is True when cluster c tested regulator ``regulators[i]`` against gene
+    ``genes[j]``; genes are the union of the detected genes, sorted.
+    """
+    genes = np.array(sorted(set().union(*map(set, detected))), dtype=object)
+    position = {gene: j for j, gene in enumerate(genes)}
+    regs = np.array([r for r in dict.fromkeys(map(str, regulators)) if r in position], dtype=object)
+    present = np.zeros((len(detected), genes.size), dtype=bool)
+    for c, cluster_genes in enumerate(detected):
+        present[c, [position[g] for g in cluster_genes]] = True
+    reg_columns = np.array([position[r] for r in regs], dtype=np.int64)
+    mask = present[:, reg_columns, None] & present[:, None, :]
+    mask[:, np.arange(regs.size), reg_columns] = False  # a gene is not its own target
+    return regs, genes, mask
+
+
 def consensus(
-    networks: Sequence[pd.DataFrame], *, n_possible: int, fdr: float = 0.05
+    networks: Sequence[pd.DataFrame],
+    detected: Sequence[Sequence[str]],
+    regulators: Sequence[str],
+    *,
+    fdr: float = 0.05,
 ) -> pd.DataFrame:
     """Edges recurring across cluster networks more often than the networks' densities explain.
 
-    Under the null an edge is in cluster network c by chance with probability d_c, that network's
-    edge density (edges / ``n_possible``), independently across clusters, so its recurrence count
-    follows the Poisson-binomial distribution of (d_1, ..., d_C): the binomial test with each
-    cluster's own density, which matters when cluster networks differ in size.
+    Cluster c tested only the pairs of the genes it detected (``tested_pairs``); its network's
+    edge density is d_c = edges / pairs it tested. Under the null an edge is in network c by
+    chance with probability d_c, independently across the clusters that tested it, so its
+    recurrence count follows the Poisson-binomial distribution of those clusters' densities: the
+    binomial test with each cluster's own density. Benjamini-Hochberg runs over every pair tested
+    by at least one cluster (pairs never seen have p = 1).
 
     Parameters
     ----------
     networks
         The cluster networks of one cell type (``regulator``, ``target``, ``mi``).
-    n_possible
-        Number of regulator-target pairs each network could contain.
+    detected
+        Per cluster, the genes its ARACNe run tested (those not constant in the cluster).
+    regulators
+        Candidate regulator ids.
     fdr
-        Benjamini-Hochberg level over all ``n_possible`` pairs.
+        Benjamini-Hochberg level.
 
     Returns
     -------
     ``regulator``, ``target``, ``mi`` (mean over the clusters with the edge), ``count``,
-    ``pvalue``, ``qvalue`` of the kept edges, by decreasing count then MI.
+    ``tested`` (clusters that tested the pair), ``pvalue``, ``qvalue`` of the kept edges, by
+    decreasing count then MI; ``attrs["tested_pairs"]`` is the size of the BH family.
     """
-    from statsmodels.stats.multitest import multipletests
-
-    pmf = np.array([1.0])
-    for network in networks:
-        density = len(network) / n_possible
-        pmf = np.convolve(pmf, [1.0 - density, density])
-    at_least = np.cumsum(pmf[::-1])[::-1]  # at_least[k] = P(count >= k)
+    regs, genes, mask = tested_pairs(detected, regulators)
+    per_cluster = mask.sum(axis=(1, 2))
+    density = np.array([len(net) for net in networks]) / np.maximum(per_cluster, 1)
+    family = int(mask.any(axis=0).sum())
     pooled = pd.concat([net[["regulator", "target", "mi"]] for net in networks])
     edges = (
         pooled.groupby(["regulator", "target"], sort=True)["mi"]
         .agg(mi="mean", count="size")
         .reset_index()
     )
-    edges["pvalue"] = at_least[edges["count"].to_numpy()]
-    unseen = np.ones(max(0, n_possible - len(edges)))  # pairs never seen: p = 1, still tests
-    qvalues = multipletests(np.concatenate([edges["pvalue"], unseen]), method="fdr_bh")[1]
-    edges["qvalue"] = qvalues[: len(edges)]
+    reg_index = pd.Index(regs).get_indexer(edges["regulator"])
+    gene_index = pd.Index(genes).get_indexer(edges["target"])
+    testers = mask[:, reg_index, gene_index].T  # edges x clusters
+    edges["tested"] = testers.sum(axis=1)
+    pvalue = np.ones(len(edges))
+    patterns, which = np.unique(testers, axis=0, return_inverse=True)
+    for number, pattern in enumerate(patterns):  # one Poisson-binomial per set of testers
+        pmf = np.array([1.0])
+        for d in density[pattern]:
+            pmf = np.convolve(pmf, [1.0 - d, d])
+        at_least = np.cumsum(pmf[::-1])[::-1]  # at_least[k] = P(count >= k)
+        rows = which.ravel() == number
+        pvalue[rows] = at_least[edges["count"].to_numpy()[rows]]
+    edges["pvalue"] = pvalue
+    edges["qvalue"] = benjamini_hochberg(pvalue, family)
     kept = edges[edges["qvalue"] <= fdr]
-    return kept.sort_values(["count", "mi"], ascending=False).reset_index(drop=True)
+    kept = kept.sort_values(["count", "mi"], ascending=False).reset_index(drop=True)
+    kept.attrs["tested_pairs"] = family
+    return kept
+
+
+def benjamini_hochberg(pvalues: np.ndarray, n_tests: int) -> np.ndarray:
+    """BH q-values of ``pvalues`` in a family of ``n_tests`` tests whose others have p = 1.
+
+    The untested rest never lowers a q-value (p = 1 ranks last), so the family size is all
+    they change, and they are never materialized.
+    """
+    order = np.argsort(pvalues, kind="stable")
+    ranks = np.arange(1, pvalues.size + 1)
+    scaled = pvalues[order] * n_tests / ranks
+    qvalues = np.empty_like(scaled)
+    qvalues[order] = np.minimum.accumulate(scaled[::-1])[::-1]
+    return np.minimum(qvalues, 1.0)
 
 
 def run_cluster_job(job: ClusterJob) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -324,6 +430,25 @@ def _load_edges(path: Path) -> pd.DataFrame:
     return table
 
 
+def _why_few_edges(entry: dict, n_edges: int) -> str:
+    """Why a type's network is small: its cells, detected genes and the signal its runs saw."""
+    clusters = entry["clusters"].values()
+    detected = min(info["detected_genes"] for info in clusters)
+    per_resample = max(info["edges_per_resample"] for info in clusters)
+    if per_resample < 1:
+        signal = "almost no pair passed the MI threshold in its resamples (weak signal)"
+    else:
+        signal = (
+            f"its resampled networks held up to {per_resample:g} edges each, "
+            "but few recurred often enough to be significant"
+        )
+    sizes = ", ".join(str(info["cells"]) for info in clusters)
+    return (
+        f"{n_edges} edges from {entry['cells']} cells in {len(entry['clusters'])} cluster(s) "
+        f"({sizes} cells), at least {detected} detected genes per cluster; {signal}"
+    )
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -339,14 +464,16 @@ def celltype_networks(
     trim: float | None = 0.9,
     min_genes: int = 500,
     resolution: float = 1.0,
-    max_cells: int = 500,
+    cluster_cells: int = CLUSTER_CELLS,
+    max_cells: int = MAX_CELLS,
     min_cells: int = 50,
     metacells: int | None = None,
-    resamples: int = 20,
+    resamples: int = RESAMPLES,
     fdr: float = 0.05,
     estimator: str = "apmi",
     aracne_options: dict | None = None,
     keep_cluster_networks: bool = False,
+    allow_empty: bool = False,
     client=None,
     work_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -370,10 +497,15 @@ def celltype_networks(
         QC, see ``quality_control``.
     resolution
         Leiden resolution within each cell type.
+    cluster_cells
+        A type is split only into clusters of at least this many cells (and at least
+        ``min_cells``): smaller Leiden clusters are merged into their nearest one, and a type
+        with fewer than twice as many cells is one cluster (``type_clusters``).
     max_cells
         Profiles per cluster at most (a seeded sample).
     min_cells
-        Clusters (and cell types) with fewer cells are skipped and recorded.
+        Cell types with fewer cells are skipped and listed with their sizes; every other type
+        gets a network, stored even when it has no edge.
     metacells
         Pool each cell with its k nearest neighbours within its cluster (``None``: off).
     resamples
@@ -387,6 +519,9 @@ def celltype_networks(
         More ``netinfer.aracne.aracne`` options for the cluster networks.
     keep_cluster_networks
         Also store each cluster network (kind ``grn``, named ``<type>.cluster<id>``).
+    allow_empty
+        Store the networks even when none of them has an edge; otherwise that is an
+        ``EmptyResultError`` (an ``InputError``) and nothing is stored.
     client
         A ``distributed.Client`` to run the cluster jobs on.
     work_dir
@@ -434,25 +569,23 @@ def celltype_networks(
     if client is not None:
         options.setdefault("threads", 1)  # one job per worker thread
 
-    jobs, skipped = [], {}
+    jobs, too_small, detected = [], {}, {}
     for cell_type in sorted(set(types)):
         members = np.flatnonzero(types == cell_type)
         entry = report["cell_types"][cell_type] = {"cells": int(members.size), "clusters": {}}
         if members.size < min_cells:
             entry["skipped"] = f"{members.size} cells, fewer than min_cells={min_cells}"
-            skipped[cell_type] = f"{members.size} cells"
+            too_small[cell_type] = int(members.size)
             continue
-        if members.size < 2 * min_cells:  # splitting could only leave clusters under min_cells
-            labels = np.zeros(members.size, dtype=int).astype(str)
-        else:
-            labels = leiden_clusters(profiles[members], resolution=resolution, seed=seed)
+        labels = type_clusters(
+            profiles[members],
+            resolution=resolution,
+            min_size=max(min_cells, cluster_cells),
+            seed=seed,
+        )
         for cluster in sorted(map(str, set(labels)), key=lambda c: (len(c), c)):
             idx = members[labels == cluster]
             info = entry["clusters"][cluster] = {"cells": int(idx.size)}
-            if idx.size < min_cells:
-                info["status"] = f"skipped: fewer than min_cells={min_cells}"
-                skipped[f"{cell_type}, cluster {cluster}"] = f"{idx.size} cells"
-                continue
             stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
             rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
             rows = np.arange(idx.size)
@@ -464,55 +597,76 @@ def celltype_networks(
             else:
                 X = to_dense(profiles[idx[rows]])
             info["profiles"] = int(rows.size)
+            info["detected_genes"] = int((np.ptp(X, axis=0) > 0).sum())
+            detected[(cell_type, cluster)] = genes[np.ptp(X, axis=0) > 0]  # what ARACNe tests
             jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
-    if skipped:
+    if too_small:
+        report["too_small"] = too_small
         warnings.warn(
-            f"skipped {len(skipped)} cell type(s) or cluster(s) with fewer than min_cells="
-            f"{min_cells} cells: " + "; ".join(f"{t} ({why})" for t, why in skipped.items()),
+            f"{len(too_small)} cell type(s) have fewer than min_cells={min_cells} cells and get "
+            "no network: " + "; ".join(f"{t} ({n} cells)" for t, n in too_small.items()),
             UserWarning,
             stacklevel=2,
         )
 
     cluster_networks = _run_jobs(jobs, client=client, work_dir=work_dir, progress=progress)
     networks = {}
-    n_possible = len(present) * (len(genes) - 1)
     runs_per_cluster = max(1, options["resamples"])
     for job in jobs:
+        edges, seen, status = cluster_networks[(job.cell_type, job.cluster)]
         info = report["cell_types"][job.cell_type]["clusters"][job.cluster]
-        info["edges"] = int(len(cluster_networks[(job.cell_type, job.cluster)][0]))
-        info["status"] = cluster_networks[(job.cell_type, job.cluster)][2]
+        info["edges"] = int(len(edges))
+        info["edges_per_resample"] = round(float(seen["count"].sum()) / runs_per_cluster, 1)
+        info["status"] = status
     for cell_type, entry in report["cell_types"].items():
-        outputs = [
-            cluster_networks[(cell_type, c)]
-            for c in entry["clusters"]
-            if (cell_type, c) in cluster_networks
-        ]
-        nets = [output[0] for output in outputs]
-        if not nets:
-            entry.setdefault("skipped", "no cluster with enough cells")
+        if "skipped" in entry:
             continue
+        keys = [(cell_type, c) for c in entry["clusters"]]
+        outputs = [cluster_networks[key] for key in keys]
+        nets = [output[0] for output in outputs]
         if len(nets) == 1:
-            single = nets[0][["regulator", "target", "mi"]].assign(
-                count=1, pvalue=nets[0]["pvalue"], qvalue=np.nan
+            regs, _, mask = tested_pairs([detected[keys[0]]], present)
+            network = nets[0][["regulator", "target", "mi"]].assign(
+                count=1, tested=1, pvalue=nets[0]["pvalue"], qvalue=np.nan
             )
-            networks[cell_type] = single
-            entry["note"] = "one usable cluster: its network is kept as the consensus"
+            n_tested = int(mask.sum())
+            entry["note"] = "one cluster: its ARACNe network is the type's network"
         else:
-            networks[cell_type] = consensus(nets, n_possible=n_possible, fdr=fdr)
+            network = consensus(nets, [detected[key] for key in keys], present, fdr=fdr)
+            n_tested = network.attrs["tested_pairs"]
         exclusion, mixture = exclusion_probabilities(
-            networks[cell_type],
+            network,
             [output[1] for output in outputs],
             n_trials=runs_per_cluster * len(outputs),
-            n_pairs=n_possible,
+            n_pairs=max(1, n_tested),
         )
-        networks[cell_type]["exclusion"] = exclusion
-        entry["consensus_edges"] = int(len(networks[cell_type]))
+        networks[cell_type] = network.assign(exclusion=exclusion)
+        entry["consensus_edges"] = int(len(network))
+        entry["tested_pairs"] = n_tested
         entry["recurrence_mixture"] = {
             "n_trials": mixture.n_trials,
             "pi0": mixture.pi0,
             "p0": mixture.p0,
             "p1": mixture.p1,
         }
+        if len(network) < len(present):  # fewer edges than regulators: say why
+            entry["few_edges"] = _why_few_edges(entry, len(network))
+    few = {t: e["few_edges"] for t, e in report["cell_types"].items() if "few_edges" in e}
+    if few:
+        warnings.warn(
+            f"{len(few)} cell type network(s) have fewer edges than regulators: "
+            + "; ".join(f"{t}: {why}" for t, why in few.items()),
+            UserWarning,
+            stacklevel=2,
+        )
+    if not allow_empty and not any(len(network) for network in networks.values()):
+        reasons = "; ".join(f"{t}: {why}" for t, why in few.items()) or (
+            f"no cell type has min_cells={min_cells} cells"
+        )
+        raise EmptyResultError(
+            f"<AnnData>: no cell type network has an edge, nothing was stored ({reasons}). "
+            "Allow an empty result with --allow-empty (allow_empty=True)"
+        )
     clusters = {key: value[0] for key, value in cluster_networks.items()}
     if store is not None:
         params = {
@@ -522,6 +676,7 @@ def celltype_networks(
             "trim": trim,
             "min_genes": min_genes,
             "resolution": resolution,
+            "cluster_cells": cluster_cells,
             "max_cells": max_cells,
             "min_cells": min_cells,
             "metacells": metacells,
@@ -632,19 +787,16 @@ def format_report(report: dict) -> str:
         if "skipped" in entry:
             lines.append(f"{cell_type}: {entry['cells']} cells, skipped ({entry['skipped']})")
             continue
-        parts = []
-        for cluster, info in entry["clusters"].items():
-            if "edges" in info:
-                parts.append(
-                    f"{cluster}: {info['profiles']} profiles, {info['edges']} edges"
-                    + (" (resumed)" if info["status"] == "resumed" else "")
-                )
-            else:
-                parts.append(f"{cluster}: {info['cells']} cells, {info['status']}")
+        parts = [
+            f"{cluster}: {info['cells']} cells, {info['profiles']} profiles, {info['edges']} edges"
+            + (" (resumed)" if info["status"] == "resumed" else "")
+            for cluster, info in entry["clusters"].items()
+        ]
         note = f"; {entry['note']}" if "note" in entry else ""
+        few = f"\n  few edges: {entry['few_edges']}" if "few_edges" in entry else ""
         lines.append(
-            f"{cell_type}: {entry['cells']} cells, {len(entry['clusters'])} clusters "
-            f"[{'; '.join(parts)}] -> consensus {entry.get('consensus_edges', 0)} edges{note}"
+            f"{cell_type}: {entry['cells']} cells, {len(entry['clusters'])} cluster(s) "
+            f"[{'; '.join(parts)}] -> network {entry['consensus_edges']} edges{note}{few}"
         )
     if "seconds" in report:
         lines.append(f"time: {report['seconds']:.1f} s")

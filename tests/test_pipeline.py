@@ -19,15 +19,13 @@ from netinfer.io import InputError
 from netinfer.pipeline import celltype_networks, consensus, quality_control
 from netinfer.store import GraphStore
 
-# the small simulated types leave one Leiden cluster under min_cells: warned about, expected here
-pytestmark = pytest.mark.filterwarnings("ignore:skipped .* min_cells:UserWarning")
-
 FAST = dict(
     min_counts=500,
     max_counts=10**6,
     trim=None,
     min_genes=10,
     min_cells=50,
+    cluster_cells=80,  # the 240-cell types split into clusters of 80 cells or more
     resolution=0.5,
     resamples=10,
     seed=1,
@@ -75,32 +73,64 @@ def test_quality_control_reports_each_rule():
         quality_control(ad.AnnData(X + 0.5), min_counts=0, min_genes=0)
 
 
-def test_consensus_tests_recurrence_against_each_clusters_density():
+def _enumerated_consensus(nets, detected, regulators):
+    """Reference consensus by enumeration: every pair, every subset of the clusters testing it."""
+    genes = sorted(set().union(*map(set, detected)))
+    pairs = [(r, g) for r in regulators if r in genes for g in genes if g != r]
+    testers = {pair: [c for c, d in enumerate(detected) if set(pair) <= set(d)] for pair in pairs}
+    density = [len(net) / sum(c in t for t in testers.values()) for c, net in enumerate(nets)]
+    count = {}
+    for net in nets:
+        for pair in zip(net["regulator"], net["target"]):
+            count[pair] = count.get(pair, 0) + 1
+
+    def at_least(k, clusters):
+        total = 0.0
+        for chosen in itertools.product([0, 1], repeat=len(clusters)):
+            if sum(chosen) >= k:
+                total += np.prod([density[c] if x else 1 - density[c] for c, x in zip(clusters, chosen)])
+        return total
+
+    family = [pair for pair in pairs if testers[pair]]
+    pvalues = [at_least(count.get(pair, 0), testers[pair]) for pair in family]
+    qvalues = multipletests(pvalues, method="fdr_bh")[1]
+    return {pair: (p, q) for pair, p, q in zip(family, pvalues, qvalues) if pair in count}, family
+
+
+def test_consensus_against_enumeration_with_per_cluster_tested_pairs():
+    detected = [
+        ["A", "B", "X", "Y", "Z", "W"],
+        ["A", "B", "X", "Z"],  # Y and W constant in this cluster: never tested there
+        ["A", "X", "Y", "W"],  # regulator B constant here
+        ["A", "B", "X", "Y", "Z", "W"],
+    ]
     nets = [
         pd.DataFrame({"regulator": ["A", "A", "B"], "target": ["X", "Y", "X"], "mi": [1, 2, 3.0]}),
         pd.DataFrame({"regulator": ["A", "B"], "target": ["X", "Z"], "mi": [3, 1.0]}),
         pd.DataFrame({"regulator": ["A"], "target": ["X"], "mi": [2.0]}),
+        pd.DataFrame({"regulator": ["A", "B"], "target": ["X", "Z"], "mi": [2, 2.0]}),
     ]
-    n_possible = 50
-    kept = consensus(nets, n_possible=n_possible, fdr=0.05)
-    densities = [3 / 50, 2 / 50, 1 / 50]
-
-    def at_least(k):  # enumerate which clusters hold the edge by chance
-        total = 0.0
-        for chosen in itertools.product([0, 1], repeat=3):
-            if sum(chosen) >= k:
-                total += np.prod([d if c else 1 - d for d, c in zip(densities, chosen)])
-        return total
-
-    p_ax = at_least(3)
-    q_all = multipletests([p_ax, *[at_least(1)] * 3, *[1.0] * 46], method="fdr_bh")[1]
-    assert kept[["regulator", "target"]].values.tolist() == [["A", "X"]]
-    row = kept.iloc[0]
-    assert row["count"] == 3 and row["mi"] == 2.0
-    assert row["pvalue"] == pytest.approx(p_ax) and row["qvalue"] == pytest.approx(q_all[0])
-    same_size = [nets[0], nets[0].iloc[::-1], nets[0]]  # equal densities: the binomial test
-    kept = consensus(same_size, n_possible=n_possible, fdr=0.5)
-    assert kept["pvalue"].iloc[0] == pytest.approx(stats.binom.sf(2, 3, 3 / 50))
+    expected, family = _enumerated_consensus(nets, detected, ["A", "B", "C"])
+    everything = consensus(nets, detected, ["A", "B", "C"], fdr=1.0)
+    assert everything.attrs["tested_pairs"] == len(family) == 10
+    got = {
+        (r.regulator, r.target): (r.pvalue, r.qvalue) for r in everything.itertuples(index=False)
+    }
+    assert got.keys() == expected.keys()
+    for pair, (p, q) in expected.items():
+        assert got[pair] == pytest.approx((p, q), rel=1e-12), pair
+    row = everything.set_index(["regulator", "target"]).loc[("A", "X")]
+    assert row["count"] == 4 and row["tested"] == 4 and row["mi"] == 2.0
+    assert everything.set_index(["regulator", "target"]).loc[("B", "Z"), "tested"] == 3
+    strict = consensus(nets, detected, ["A", "B", "C"], fdr=0.1)
+    assert set(zip(strict["regulator"], strict["target"])) == {
+        pair for pair, (_, q) in expected.items() if q <= 0.1
+    }
+    # clusters that test everything alike: the binomial test with one density
+    same = [nets[0], nets[0].iloc[::-1], nets[0]]
+    full = [detected[0]] * 3
+    kept = consensus(same, full, ["A", "B"], fdr=1.0)
+    assert kept["pvalue"].iloc[0] == pytest.approx(stats.binom.sf(2, 3, 3 / 10))  # 2 regulators x 5 targets
 
 
 def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
@@ -121,8 +151,10 @@ def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
         assert len(found) >= 10 and len(hits) >= 0.9 * len(found), cell_type
         entry = result.report["cell_types"][cell_type]
         assert entry["consensus_edges"] == len(edges)
-        if "note" in entry:  # a single usable cluster: its network is kept, and said so
-            assert "one usable cluster" in entry["note"] and (edges["count"] == 1).all()
+        assert all(info["cells"] >= 80 for info in entry["clusters"].values())
+        assert sum(info["cells"] for info in entry["clusters"].values()) == 240
+        if "note" in entry:  # a single cluster: its network is kept, and said so
+            assert "one cluster" in entry["note"] and (edges["count"] == 1).all()
         else:
             assert (edges["qvalue"] <= 0.05).all() and (edges["count"] >= 2).all()
             consensus_types.append(cell_type)
@@ -234,7 +266,7 @@ def test_sparse_counts_and_metacells_run_end_to_end():
 def test_bundled_pbmc68k_counts_with_bulk_labels():
     from netinfer.datasets import human_tfs, pbmc68k_counts
 
-    with pytest.warns(UserWarning, match="CD34"):  # 13 cells: skipped, and said so
+    with pytest.warns(UserWarning) as caught:
         result = celltype_networks(
             pbmc68k_counts(),
             human_tfs(),
@@ -250,6 +282,14 @@ def test_bundled_pbmc68k_counts_with_bulk_labels():
     report = result.report
     assert report["qc"]["kept"] == 700 and len(report["cell_types"]) == 10
     assert "skipped" in report["cell_types"]["CD34+"]
+    warned = " ".join(str(w.message) for w in caught)
+    assert "CD34+ (13 cells)" in warned  # too small for a network, and said so
+    sizes = {t: entry["cells"] for t, entry in report["cell_types"].items()}
+    assert set(result.networks) == {t for t, n in sizes.items() if n >= 30}
+    for cell_type, edges in result.networks.items():  # small networks say why
+        if len(edges) < report["regulators"]:
+            assert "detected genes" in report["cell_types"][cell_type]["few_edges"]
+            assert f"{cell_type}: {len(edges)} edges from" in warned
     assert sum(len(edges) for edges in result.networks.values()) > 20
     monocytes = set(result.networks["CD14+ Monocyte"]["regulator"])
     assert monocytes & {"SPI1", "IRF8", "KLF6", "CEBPB", "CEBPD", "FLI1"}  # myeloid regulators
