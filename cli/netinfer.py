@@ -321,9 +321,25 @@ def _celltype_parser(commands) -> None:
     run.add_argument("--layer", metavar="L", help="layer holding the counts instead of X")
     add_qc_arguments(run)
     run.add_argument("--resolution", type=float, default=1.0, help="Leiden (default: 1.0)")
-    run.add_argument("--max-cells", type=int, default=500, help="per cluster (default: 500)")
     run.add_argument(
-        "--min-cells", type=int, default=50, help="smaller clusters are skipped (default: 50)"
+        "--cluster-cells",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="split a type only into clusters of at least N cells; smaller Leiden clusters are "
+        "merged into the nearest (default: 1000)",
+    )
+    run.add_argument(
+        "--max-cells",
+        type=int,
+        default=1000,
+        help="profiles per cluster (default: 1000)",
+    )
+    run.add_argument(
+        "--min-cells",
+        type=int,
+        default=50,
+        help="cell types with fewer cells get no network and are listed (default: 50)",
     )
     run.add_argument(
         "--metacells",
@@ -331,9 +347,19 @@ def _celltype_parser(commands) -> None:
         metavar="K",
         help="pool each cell with its K nearest neighbours in its cluster (for shallow cells)",
     )
-    run.add_argument("--resamples", type=int, default=20, help="ARACNe per cluster (default: 20)")
+    run.add_argument(
+        "--resamples",
+        type=int,
+        default=100,
+        help="ARACNe per cluster (default: 100)",
+    )
     _add_estimator_argument(run)
     run.add_argument("--fdr", type=float, default=0.05, help="consensus BH FDR (default: 0.05)")
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store the networks and exit 0 even when none has an edge (default: an error)",
+    )
     run.add_argument(
         "--keep-cluster-networks", action="store_true", help="also store every cluster network"
     )
@@ -771,6 +797,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 cell_type_key=args.cell_type_key,
                 **qc_options(args),
                 resolution=args.resolution,
+                cluster_cells=args.cluster_cells,
                 max_cells=args.max_cells,
                 min_cells=args.min_cells,
                 metacells=args.metacells,
@@ -778,6 +805,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 fdr=args.fdr,
                 estimator=args.estimator,
                 keep_cluster_networks=args.keep_cluster_networks,
+                allow_empty=args.allow_empty,
                 client=client,
                 work_dir=args.work_dir or f"{store_path}.work",
                 seed=args.seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import anndata as ad
 import numpy as np
@@ -88,7 +89,8 @@ def _enumerated_consensus(nets, detected, regulators):
         total = 0.0
         for chosen in itertools.product([0, 1], repeat=len(clusters)):
             if sum(chosen) >= k:
-                total += np.prod([density[c] if x else 1 - density[c] for c, x in zip(clusters, chosen)])
+                chances = [density[c] if x else 1 - density[c] for c, x in zip(clusters, chosen)]
+                total += np.prod(chances)
         return total
 
     family = [pair for pair in pairs if testers[pair]]
@@ -130,7 +132,7 @@ def test_consensus_against_enumeration_with_per_cluster_tested_pairs():
     same = [nets[0], nets[0].iloc[::-1], nets[0]]
     full = [detected[0]] * 3
     kept = consensus(same, full, ["A", "B"], fdr=1.0)
-    assert kept["pvalue"].iloc[0] == pytest.approx(stats.binom.sf(2, 3, 3 / 10))  # 2 regulators x 5 targets
+    assert kept["pvalue"].iloc[0] == pytest.approx(stats.binom.sf(2, 3, 3 / 10))  # 3 of 2 x 5
 
 
 def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
@@ -293,3 +295,65 @@ def test_bundled_pbmc68k_counts_with_bulk_labels():
     assert sum(len(edges) for edges in result.networks.values()) > 20
     monocytes = set(result.networks["CD14+ Monocyte"]["regulator"])
     assert monocytes & {"SPI1", "IRF8", "KLF6", "CEBPB", "CEBPD", "FLI1"}  # myeloid regulators
+
+
+def _cli_run(tmp_path, adata, regulators, *options):
+    from cli import netinfer as cli
+
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    (tmp_path / "tfs.txt").write_text("\n".join(regulators) + "\n")
+    store = tmp_path / "graphs.zarr"
+    args = ["celltype-networks", str(tmp_path / "counts.h5ad"), "--regulators"]
+    args += [str(tmp_path / "tfs.txt"), "--store", str(store), "--cell-type-key", "cell_type"]
+    args += ["--min-counts", "0", "--max-counts", "1000000000", "--trim", "1"]
+    args += ["--min-genes", "0", "--resamples", "10", "--workers", "1", "--quiet", *options]
+    return cli.main(args), store
+
+
+def test_cli_a_type_of_120_cells_gets_a_network(tmp_path, capsys):
+    adata, regulators, truth = _typed_counts(n_per_type=120)
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
+    adata.obs.iloc[:30, 0] = "rare"  # 30 cells: under --min-cells, listed with its size
+    code, store = _cli_run(tmp_path, adata, regulators, "--min-cells", "50")
+    assert code == 0, capsys.readouterr().err
+    assert "rare (30 cells)" in capsys.readouterr().err
+    with GraphStore.open(store) as reader:
+        listing = reader.list().set_index("name")
+    assert set(listing.index) == {"type A", "type B"} and (listing["edges"] > 0).all()
+    report = json.loads((tmp_path / "graphs.zarr.report.json").read_text())
+    assert report["cell_types"]["type A"]["clusters"]["0"]["cells"] == 90
+    assert report["cell_types"]["type B"]["clusters"]["0"]["cells"] == 120
+    assert report["too_small"] == {"rare": 30}
+
+
+def test_cli_a_run_without_any_edge_fails_unless_allowed(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(30)]
+    counts = rng.poisson(5.0, size=(120, 30)).astype(np.float32)  # independent genes
+    adata = ad.AnnData(counts, var=pd.DataFrame(index=genes))
+    adata.obs["cell_type"] = "noise"
+    code, store = _cli_run(tmp_path, adata, genes[:5], "--min-cells", "50")
+    err = capsys.readouterr().err
+    assert code == 2 and "no cell type network has an edge" in err and "--allow-empty" in err
+    assert "noise: 0 edges from 120 cells" in err  # the reason: cells, genes, signal
+    with GraphStore.open(store) as reader:
+        assert len(reader.list()) == 0  # nothing stored
+    code, store = _cli_run(tmp_path, adata, genes[:5], "--min-cells", "50", "--allow-empty")
+    assert code == 0
+    with GraphStore.open(store) as reader:
+        listing = reader.list().set_index("name")
+    assert listing.loc["noise", "edges"] == 0  # stored, empty, and the report says why
+    report = json.loads((tmp_path / "graphs.zarr.report.json").read_text())
+    assert "weak signal" in report["cell_types"]["noise"]["few_edges"]
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from cli import netinfer as cli
+
+    parser = cli._parser()
+    args = parser.parse_args(["celltype-networks", "c.h5ad", "--regulators", "r", "--store", "s"])
+    defaults = inspect.signature(celltype_networks).parameters
+    for name in ("cluster_cells", "max_cells", "min_cells", "resamples", "fdr", "resolution"):
+        assert getattr(args, name) == defaults[name].default, name
