@@ -796,7 +796,7 @@ def format_report(report: dict) -> str:
         few = f"\n  few edges: {entry['few_edges']}" if "few_edges" in entry else ""
         lines.append(
             f"{cell_type}: {entry['cells']} cells, {len(entry['clusters'])} cluster(s) "
-            f"[{'; '.join(parts)}] -> network {entry['consensus_edges']} edges{note}{few}"
+            f"[{'; '.join(parts)}] -> consensus network {entry['consensus_edges']} edges{note}{few}"
         )
     if "seconds" in report:
         lines.append(f"time: {report['seconds']:.1f} s")
