@@ -6,20 +6,30 @@ counts -> QC and normalization -> Leiden clusters within each cell type -> ARACN
 - **QC** (the paper's defaults, all parameters): total UMI between ``min_counts`` and
   ``max_counts``, then the middle ``trim`` fraction by total UMI, then at least ``min_genes``
   expressed genes; each cell normalized to 1e6 total and log1p.
-- **Clusters** within each cell type: PCA, neighbours and Leiden (leidenalg), seeded. Optional
-  metacells pool each cell's counts with its k nearest neighbours inside its cluster before
-  normalizing. Use them when cells are shallow (a few thousand UMI or less): ARACNe's ranks then
-  suffer from dropout ties. The pooled profiles overlap, so they are not independent samples;
-  the consensus across clusters, not the per-cluster p-values, carries the statistics.
+- **Clusters** within each cell type, each of at least ``max(min_cells, cluster_cells)`` cells:
+  PCA, neighbours and Leiden (leidenalg), seeded; clusters under that size are merged into the
+  one with the nearest centroid, and a type with fewer than twice that many cells is one cluster.
+  So every type with ``min_cells`` cells gets a network (types under ``min_cells`` are listed with
+  their sizes). Optional metacells pool each cell's counts with its k nearest neighbours inside
+  its cluster before normalizing; the pooled profiles overlap, so they are not independent
+  samples.
 - **Per-cluster ARACNe** on at most ``max_cells`` profiles (a seeded sample), with either MI
-  estimator (``estimator``); clusters under ``min_cells`` are skipped and recorded.
-- **Consensus**: an edge's recurrence k over a type's C cluster networks is tested against the
-  chance of recurring that often given each cluster network's edge density (a binomial test with
-  per-cluster densities: Poisson-binomial); Benjamini-Hochberg over all regulator-target pairs
-  (statsmodels); edges with q <= ``fdr`` are kept with k, p, q and their mean MI. A type with one
-  usable cluster keeps that cluster's network (and the report says so). With C clusters the
-  smallest p-value is the product of the densities, so two clusters of dense networks can leave
-  nothing significant: more clusters (a higher ``resolution``) or sparser networks help.
+  estimator (``estimator``) and ``resamples`` resamples (Poisson consolidation, Bonferroni).
+- **Consensus** of a type with several clusters: an edge's recurrence k over the clusters that
+  tested it (each cluster's ARACNe run drops the genes constant in that cluster) is tested
+  against the chance of recurring that often given each cluster network's edge density over the
+  pairs it tested (Poisson-binomial); Benjamini-Hochberg over every pair tested in at least one
+  cluster; edges with q <= ``fdr`` are kept with k, p, q and their mean MI. A type of one cluster
+  keeps that cluster's network (and the report says so). With C clusters the smallest p-value is
+  the product of the densities, so a few clusters of dense networks can leave nothing
+  significant.
+- **Defaults** (``RESAMPLES``, ``MAX_CELLS``, ``CLUSTER_CELLS``) were chosen on SERGIO
+  simulations (``bench/celltype_defaults.py``; docs/defaults.md says how): a cluster network of
+  a few hundred cells with 20 resamples keeps a third of the edges that 100 resamples keep, and
+  splitting a type into small clusters costs more recall than the consensus gains.
+- **Small and empty networks**: a network with fewer edges than regulators is reported with the
+  reason (cells, detected genes, the edges its resamples held) and warned about; a run whose
+  networks hold no edge at all raises ``EmptyResultError`` unless ``allow_empty``.
 - **Memory**: profiles stay sparse; only each job's at most ``max_cells`` rows are densified.
 
 Cluster jobs run in this process or on a Dask client. Each finished cluster network is written to
@@ -307,24 +317,31 @@ def pool_metacells(counts, coords: np.ndarray, rows: np.ndarray, k: int):
     return pooling @ counts
 
 
-def tested_pairs(detected: Sequence[Sequence[str]], regulators: Sequence[str]) -> np.ndarray:
-    """Which clusters tested each regulator-target pair, as a boolean matrix over pairs.
+def tested_pairs(
+    detected: Sequence[Sequence[str]], regulators: Sequence[str]
+) -> tuple[pd.Index, np.ndarray, np.ndarray, int]:
+    """Which pairs the clusters tested: cluster c tested (r, t), r != t, when both are among its
+    detected (non-constant) genes, because ARACNe drops the others before testing.
 
-    Cluster c tested (r, t), r != t, when both are among its detected (non-constant) genes:
-    ARACNe drops the others before testing. Returns ``(regulators, genes, mask)``:
-    ``mask[c, i, j]`` is True when cluster c tested regulator ``regulators[i]`` against gene
-    ``genes[j]``; genes are the union of the detected genes, sorted.
+    Returns
+    -------
+    ``genes`` (the union of the detected genes), ``present`` (clusters x genes, True where a
+    cluster detected a gene), the number of pairs each cluster tested, and the number of pairs
+    tested by at least one cluster. Counted over gene patterns (which clusters detected a gene),
+    never over all pairs, so memory stays clusters x genes.
     """
-    genes = np.array(sorted(set().union(*map(set, detected))), dtype=object)
-    position = {gene: j for j, gene in enumerate(genes)}
-    regs = np.array([r for r in dict.fromkeys(map(str, regulators)) if r in position], dtype=object)
+    genes = pd.Index(sorted(set().union(*map(set, detected))))
     present = np.zeros((len(detected), genes.size), dtype=bool)
     for c, cluster_genes in enumerate(detected):
-        present[c, [position[g] for g in cluster_genes]] = True
-    reg_columns = np.array([position[r] for r in regs], dtype=np.int64)
-    mask = present[:, reg_columns, None] & present[:, None, :]
-    mask[:, np.arange(regs.size), reg_columns] = False  # a gene is not its own target
-    return regs, genes, mask
+        present[c, genes.get_indexer(list(cluster_genes))] = True
+    is_regulator = genes.isin(list(map(str, regulators)))
+    n_regs = present[:, is_regulator].sum(axis=1)
+    per_cluster = n_regs * (present.sum(axis=1) - 1)  # a gene is not its own target
+    patterns, counts = np.unique(present.T, axis=0, return_counts=True)
+    reg_patterns, reg_counts = np.unique(present[:, is_regulator].T, axis=0, return_counts=True)
+    overlap = (reg_patterns.astype(np.int64) @ patterns.T.astype(np.int64)) > 0
+    anywhere = int(reg_counts @ overlap @ counts) - int(is_regulator.sum())
+    return genes, present, per_cluster, anywhere
 
 
 def consensus(
@@ -360,19 +377,16 @@ def consensus(
     ``tested`` (clusters that tested the pair), ``pvalue``, ``qvalue`` of the kept edges, by
     decreasing count then MI; ``attrs["tested_pairs"]`` is the size of the BH family.
     """
-    regs, genes, mask = tested_pairs(detected, regulators)
-    per_cluster = mask.sum(axis=(1, 2))
+    genes, present, per_cluster, family = tested_pairs(detected, regulators)
     density = np.array([len(net) for net in networks]) / np.maximum(per_cluster, 1)
-    family = int(mask.any(axis=0).sum())
     pooled = pd.concat([net[["regulator", "target", "mi"]] for net in networks])
     edges = (
         pooled.groupby(["regulator", "target"], sort=True)["mi"]
         .agg(mi="mean", count="size")
         .reset_index()
     )
-    reg_index = pd.Index(regs).get_indexer(edges["regulator"])
-    gene_index = pd.Index(genes).get_indexer(edges["target"])
-    testers = mask[:, reg_index, gene_index].T  # edges x clusters
+    regulator_detected = present[:, genes.get_indexer(edges["regulator"])]
+    testers = (regulator_detected & present[:, genes.get_indexer(edges["target"])]).T
     edges["tested"] = testers.sum(axis=1)
     pvalue = np.ones(len(edges))
     patterns, which = np.unique(testers, axis=0, return_inverse=True)
@@ -625,11 +639,10 @@ def celltype_networks(
         outputs = [cluster_networks[key] for key in keys]
         nets = [output[0] for output in outputs]
         if len(nets) == 1:
-            regs, _, mask = tested_pairs([detected[keys[0]]], present)
             network = nets[0][["regulator", "target", "mi"]].assign(
                 count=1, tested=1, pvalue=nets[0]["pvalue"], qvalue=np.nan
             )
-            n_tested = int(mask.sum())
+            n_tested = tested_pairs([detected[keys[0]]], present)[3]
             entry["note"] = "one cluster: its ARACNe network is the type's network"
         else:
             network = consensus(nets, [detected[key] for key in keys], present, fdr=fdr)
