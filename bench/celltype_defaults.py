@@ -108,6 +108,12 @@ def pipeline(data, **options):
     return result, time.perf_counter() - started
 
 
+def section(out: list[str], title: str, rows: list[dict]) -> None:
+    """Add a titled table to ``out``, and show it on stderr as soon as it is done."""
+    out += [title, "", markdown_table(rows), ""]
+    print("\n".join(out[-4:]), file=sys.stderr, flush=True)
+
+
 def choose() -> str:
     """The grids on the choice cases, as markdown."""
     out = []
@@ -134,7 +140,7 @@ def choose() -> str:
                         "F1": float(np.mean([s["f1"] for s in scores])),
                     }
                 )
-        out += [f"### {case}: one ARACNe network per type, by cells", "", markdown_table(rows), ""]
+        section(out, f"### {case}: one ARACNe network per type, by cells", rows)
         rows = []
         grid = [
             ("previous defaults", dict(cluster_cells=50, resamples=20, max_cells=500)),
@@ -164,8 +170,7 @@ def choose() -> str:
                     "s": round(seconds, 1),
                 }
             )
-            print(rows[-1], file=sys.stderr, flush=True)
-        out += [f"### {case}: the pipeline, mean over types", "", markdown_table(rows), ""]
+        section(out, f"### {case}: the pipeline, mean over types", rows)
     return "\n".join(out)
 
 
@@ -198,10 +203,8 @@ def report() -> str:
                     }
                 )
         genes = f"{len(data.genes)} genes, {len(data.regulators)} regulators"
-        out += [f"### {case} ({genes})", "", markdown_table(rows), ""]
-        out.append(f"celltype-networks: {seconds:.1f} s for all types")
-        out.append("")
-        print(out[-4], file=sys.stderr, flush=True)
+        section(out, f"### {case} ({genes})", rows)
+        out += [f"celltype-networks: {seconds:.1f} s for all types", ""]
     return "\n".join(out)
 
 

@@ -267,7 +267,8 @@ def merge_small_clusters(labels: np.ndarray, coords: np.ndarray, min_size: int) 
         distance = np.linalg.norm(centroids - centroids[smallest], axis=1)
         distance[smallest] = np.inf
         nearest = int(np.argmin(distance))
-        members[nearest] = np.sort(np.concatenate([members[nearest], members.pop(smallest)]))
+        members[nearest] = np.sort(np.concatenate([members[nearest], members[smallest]]))
+        del members[smallest]
     members.sort(key=lambda m: (-m.size, m[0]))
     merged = np.empty(labels.size, dtype=object)
     for number, cells in enumerate(members):

@@ -357,3 +357,24 @@ def test_cli_defaults_are_the_library_defaults():
     defaults = inspect.signature(celltype_networks).parameters
     for name in ("cluster_cells", "max_cells", "min_cells", "resamples", "fdr", "resolution"):
         assert getattr(args, name) == defaults[name].default, name
+
+
+def test_small_clusters_merge_into_the_nearest_until_all_are_large_enough():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0], [10, 0], [0, 10], [10.5, 1], [30, 30]])
+    sizes = [40, 35, 30, 5, 8]
+    coords = np.vstack([c + rng.normal(scale=0.3, size=(n, 2)) for c, n in zip(centres, sizes)])
+    labels = np.repeat(["a", "b", "c", "d", "e"], sizes)
+    merged = pipeline.merge_small_clusters(labels, coords, min_size=20)
+    groups = {tuple(np.flatnonzero(merged == m)) for m in set(merged)}
+    cells = {name: np.flatnonzero(labels == name) for name in "abcde"}
+
+    def union(*names):
+        return tuple(np.sort(np.concatenate([cells[n] for n in names])))
+
+    # smallest first: d (5) joins b, its nearest centroid; then e (8) joins the nearest of the
+    # centroids left, b + d (distances to a, b + d, c: 42.4, 35.9, 36.1)
+    assert groups == {union("a"), union("b", "d", "e"), union("c")}
+    assert merged[cells["b"][0]] == "0"  # numbered by decreasing size
+    assert all(np.sum(merged == m) >= 20 for m in set(merged))
+    assert set(pipeline.merge_small_clusters(labels, coords, min_size=200)) == {"0"}
