@@ -92,6 +92,8 @@ PIPELINE = dict(
     resamples=20,
     fdr=0.05,
     seed=0,
+    cluster_cells=40,  # clusters as small as min_cells, as when these results were recorded
+    allow_empty=True,  # an empty consensus is a result here, not an error
 )
 """Options of ``celltype_networks`` (QC off: SERGIO cells have a few hundred UMI)."""
 
