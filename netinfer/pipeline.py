@@ -25,7 +25,7 @@ counts -> QC and normalization -> Leiden clusters within each cell type -> ARACN
   significant.
 - **Defaults** (``RESAMPLES``, ``MAX_CELLS``, ``CLUSTER_CELLS``) were chosen on SERGIO
   simulations (``bench/celltype_defaults.py``; docs/defaults.md says how): a cluster network of
-  a few hundred cells with 20 resamples keeps a third of the edges that 100 resamples keep, and
+  a few hundred cells with 20 resamples keeps a third to a half of the edges that 100 keep, and
   splitting a type into small clusters costs more recall than the consensus gains.
 - **Small and empty networks**: a network with fewer edges than regulators is reported with the
   reason (cells, detected genes, the edges its resamples held) and warned about; a run whose
@@ -612,8 +612,9 @@ def celltype_networks(
             else:
                 X = to_dense(profiles[idx[rows]])
             info["profiles"] = int(rows.size)
-            info["detected_genes"] = int((np.ptp(X, axis=0) > 0).sum())
-            detected[(cell_type, cluster)] = genes[np.ptp(X, axis=0) > 0]  # what ARACNe tests
+            informative = np.ptp(X, axis=0) > 0  # the genes ARACNe keeps and tests
+            info["detected_genes"] = int(informative.sum())
+            detected[(cell_type, cluster)] = genes[informative]
             jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
     if too_small:
         report["too_small"] = too_small
