@@ -376,7 +376,8 @@ def consensus(
     -------
     ``regulator``, ``target``, ``mi`` (mean over the clusters with the edge), ``count``,
     ``tested`` (clusters that tested the pair), ``pvalue``, ``qvalue`` of the kept edges, by
-    decreasing count then MI; ``attrs["tested_pairs"]`` is the size of the BH family.
+    decreasing count then MI. ``attrs``: ``tested_pairs`` (the size of the BH family), ``floor``
+    (the p-value of an edge found in every cluster) and ``in_every_cluster`` (how many were).
     """
     genes, present, per_cluster, family = tested_pairs(detected, regulators)
     density = np.array([len(net) for net in networks]) / np.maximum(per_cluster, 1)
@@ -403,6 +404,8 @@ def consensus(
     kept = edges[edges["qvalue"] <= fdr]
     kept = kept.sort_values(["count", "mi"], ascending=False).reset_index(drop=True)
     kept.attrs["tested_pairs"] = family
+    kept.attrs["floor"] = float(np.prod(density))  # p of an edge found in every cluster
+    kept.attrs["in_every_cluster"] = int((edges["count"] == len(networks)).sum())
     return kept
 
 
@@ -649,6 +652,16 @@ def celltype_networks(
         else:
             network = consensus(nets, [detected[key] for key in keys], present, fdr=fdr)
             n_tested = network.attrs["tested_pairs"]
+            # every p-value is >= the floor, so BH rejects only at ranks >= floor * pairs / fdr
+            needed = int(np.ceil(network.attrs["floor"] * n_tested / fdr))
+            if needed > network.attrs["in_every_cluster"]:
+                entry["consensus_limit"] = (
+                    f"with {len(nets)} clusters an edge found in all of them has p = "
+                    f"{network.attrs['floor']:.2g}, and BH at {fdr} over {n_tested} pairs accepts "
+                    f"edges only when at least {needed} have p-values about that small; "
+                    f"{network.attrs['in_every_cluster']} were found in every cluster. A larger "
+                    "cluster_cells (--cluster-cells) keeps the type in one cluster"
+                )
         exclusion, mixture = exclusion_probabilities(
             network,
             [output[1] for output in outputs],
@@ -666,6 +679,8 @@ def celltype_networks(
         }
         if len(network) < len(present):  # fewer edges than regulators: say why
             entry["few_edges"] = _why_few_edges(entry, len(network))
+            if "consensus_limit" in entry:
+                entry["few_edges"] += f"; {entry['consensus_limit']}"
     few = {t: e["few_edges"] for t, e in report["cell_types"].items() if "few_edges" in e}
     if few:
         warnings.warn(

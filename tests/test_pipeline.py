@@ -96,7 +96,8 @@ def _enumerated_consensus(nets, detected, regulators):
     family = [pair for pair in pairs if testers[pair]]
     pvalues = [at_least(count.get(pair, 0), testers[pair]) for pair in family]
     qvalues = multipletests(pvalues, method="fdr_bh")[1]
-    return {pair: (p, q) for pair, p, q in zip(family, pvalues, qvalues) if pair in count}, family
+    result = {pair: (p, q) for pair, p, q in zip(family, pvalues, qvalues) if pair in count}
+    return result, family, density
 
 
 def test_consensus_against_enumeration_with_per_cluster_tested_pairs():
@@ -112,9 +113,11 @@ def test_consensus_against_enumeration_with_per_cluster_tested_pairs():
         pd.DataFrame({"regulator": ["A"], "target": ["X"], "mi": [2.0]}),
         pd.DataFrame({"regulator": ["A", "B"], "target": ["X", "Z"], "mi": [2, 2.0]}),
     ]
-    expected, family = _enumerated_consensus(nets, detected, ["A", "B", "C"])
+    expected, family, density = _enumerated_consensus(nets, detected, ["A", "B", "C"])
     everything = consensus(nets, detected, ["A", "B", "C"], fdr=1.0)
     assert everything.attrs["tested_pairs"] == len(family) == 10
+    assert everything.attrs["floor"] == pytest.approx(np.prod(density), rel=1e-12)
+    assert everything.attrs["in_every_cluster"] == 1  # A -> X
     got = {
         (r.regulator, r.target): (r.pvalue, r.qvalue) for r in everything.itertuples(index=False)
     }
