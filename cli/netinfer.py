@@ -13,14 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cli.options import (
-    add_qc_arguments,
-    counts_remedy,
-    qc_options,
-    read_h5ad,
-    require_counts,
-)
-from netinfer.io import require_obs_column
+from cli.options import add_qc_arguments, qc_options
+from netinfer.sc.validate import read_h5ad, validate_counts
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -297,6 +291,12 @@ def _integrate_parser(commands) -> None:
         help="stop if fewer reference genes are in the query (default: 0.5)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an earlier integration")
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store the integration even when every query cell's graph is empty "
+        "(default: an error)",
+    )
     run.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
@@ -647,35 +647,45 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
-def _read_counts(path: str, layer: str | None, *, what: str = "", counts_for: str | None = None):
-    """An h5ad's matrix (X or a layer), with a short error for a missing file or layer; with
-    ``counts_for`` (the command's name), also unless it holds raw counts."""
-    from netinfer.io import InputError
-
+def _read_counts(
+    path: str,
+    layer: str | None,
+    *,
+    command: str,
+    what: str = "",
+    counts: bool = True,
+    cell_type_key: str | None = None,
+):
+    """An h5ad checked as ``netinfer.sc.validate.validate_counts`` checks it (ids, finite raw
+    counts over the whole matrix, labels where ``cell_type_key`` is given), with its matrix (X
+    or ``layer``) as X and only its labelled cells."""
     adata = read_h5ad(path, what=what)
-    if layer is not None:
-        if layer not in adata.layers:
-            layers = ", ".join(adata.layers) or "none"
-            raise InputError(f"{path}: no layer {layer!r} (--layer); layers: {layers}")
-        adata.X = adata.layers[layer]
-    if counts_for is not None:
-        require_counts(
-            adata.X,
-            path,
-            what="X" if layer is None else f"layer {layer!r}",
-            command=counts_for,
-            remedy=counts_remedy(adata, layer_flag=True),
-        )
-    return adata
+    X, labelled = validate_counts(
+        adata,
+        path,
+        command=command,
+        layer=layer,
+        counts=counts,
+        cell_type_key=cell_type_key,
+        flag="--cell-type-key",
+    )
+    adata.X = X
+    return adata if labelled.all() else adata[labelled].copy()
 
 
 def _integrate_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.integrate import integrate
     from netinfer.store import GraphStore
 
-    query = _read_counts(args.query, args.layer)
-    reference = _read_counts(args.reference, args.layer, what="--reference")
-    require_obs_column(reference, args.cell_type_key, args.reference, "--cell-type-key")
+    command = "netinfer integrate"
+    query = _read_counts(args.query, args.layer, command=command)  # its labels are never read
+    reference = _read_counts(
+        args.reference,
+        args.layer,
+        command=command,
+        what="--reference",
+        cell_type_key=args.cell_type_key,
+    )
     with GraphStore.open(args.store, mode="a") as store:
         result = integrate(
             query,
@@ -689,6 +699,7 @@ def _integrate_command(args: argparse.Namespace, console: Console) -> None:
             min_overlap=args.min_overlap,
             seed=args.seed,
             overwrite=args.overwrite,
+            allow_empty=args.allow_empty,
         )
     summary = result.summary
     accuracy = summary["knn_heldout_accuracy"]
@@ -716,8 +727,13 @@ def _cellspecific_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.cellspecific import cellspecific_networks
     from netinfer.store import GraphStore
 
-    adata = _read_counts(args.counts, args.layer)
-    require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
+    adata = _read_counts(
+        args.counts,
+        args.layer,
+        command="netinfer cellspecific",
+        counts=False,
+        cell_type_key=args.cell_type_key,
+    )
     with GraphStore.open(args.store, mode="a") as store:
         result = cellspecific_networks(
             adata,
@@ -749,9 +765,12 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.io import InputError, atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
 
-    adata = _read_counts(args.counts, args.layer, counts_for="netinfer celltype-networks")
-    if args.cell_type_key is not None:
-        require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
+    adata = _read_counts(
+        args.counts,
+        args.layer,
+        command="netinfer celltype-networks",
+        cell_type_key=args.cell_type_key,
+    )
     regulators = read_regulators(args.regulators, genes=adata.var_names)
     store_path = args.store.rstrip("/")
     if "://" in store_path:  # a URL store: the work dir and the report stay in this directory
