@@ -607,9 +607,9 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
 
 def _gene_list(path: str) -> list[str]:
     if path.endswith(".h5ad"):
-        import anndata
-
-        return list(anndata.read_h5ad(path, backed="r").var_names)
+        data = read_h5ad(path, what="--genes", backed=True)
+        data.file.close()
+        return list(data.var_names)
     from netinfer.io import read_regulators
 
     return read_regulators(path)

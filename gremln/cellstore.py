@@ -241,9 +241,10 @@ def prepare(
         trim=trim,
         min_genes=min_genes,
     )
-    qc["without_label"] = int((keep & ~labelled).sum())
-    keep &= labelled
-    qc["kept"] = int(keep.sum())
+    if not labelled.all():
+        qc["without_label"] = int((keep & ~labelled).sum())
+        keep &= labelled
+        qc["kept"] = int(keep.sum())
     if not allow_empty:
         require_cells_after_qc(qc, counts_path, allow_flag=True)
     kept_rows = np.flatnonzero(keep)

@@ -13,6 +13,7 @@ import io
 import os
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -461,9 +462,12 @@ def read_network(path: str | os.PathLike[str], *, with_lines: bool = False):
     """
     source = os.fspath(path)
     _require_file(source)
-    with _open_text(source) as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
-        rows = [line.rstrip("\r\n").split("\t") for line in handle]
+    try:
+        with _open_text(source) as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
+            rows = [line.rstrip("\r\n").split("\t") for line in handle]
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"{source}: cannot read as UTF-8 text ({exc})") from None
     formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header == list(cols)}
     if not formats:
         expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())

@@ -686,10 +686,11 @@ class GraphStore:
         if not name or "/" in name:
             raise ValueError(f"graph names must be non-empty without '/', not {name!r}")
         table = _edge_table(edges, genes)
-        check_edges(table, name, directed=directed)
         weight = weight or next((c for c in ("mi", "score", "weight") if c in table.columns), None)
         if weight is not None and weight not in table.columns:
             raise InputError(f"{name}: no column {weight!r} for weight=; columns: {list(table)}")
+        # other attributes may hold NaN on purpose (e.g. a consensus' untested q-values)
+        check_edges(table, name, directed=directed, finite=[weight] if weight else [])
         recorded_sources = [file_checksum(s) for s in sources]  # before the first write
         endpoints = pd.unique(pd.concat([table["source"], table["target"]]))
         lookup = dict(zip(endpoints, self.add_genes(endpoints)))

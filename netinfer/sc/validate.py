@@ -276,9 +276,9 @@ def labelled_cells(adata, key: str, where: str, *, flag: str | None = None) -> n
 
 
 def require_cells_after_qc(qc: dict, where: str, *, allow_flag: bool = False) -> None:
-    """Raise when QC (a report of ``netinfer.pipeline.qc_mask``, with ``without_label`` where
-    labels were read) kept no cell, saying what removed them and which flags to change; with
-    ``allow_flag``, also that ``--allow-empty`` accepts it."""
+    """Raise when QC kept no cell, saying what removed them and which flags to change; with
+    ``allow_flag``, also that ``--allow-empty`` accepts it. ``qc`` is a report of
+    ``netinfer.pipeline.qc_mask``, with ``without_label`` where unlabelled cells were left out."""
     if qc["kept"]:
         return
     removed = ", ".join(f"{rule} {n}" for rule, n in qc.items() if rule not in ("input", "kept"))
@@ -358,10 +358,12 @@ def check_edges(
     where: str,
     *,
     directed: bool = True,
+    finite: list[str] | None = None,
     lines: np.ndarray | None = None,
 ) -> None:
     """Raise unless an edge table (``source``, ``target`` and numeric attributes) has non-empty
-    ids, finite numbers and no edge twice (either order, when undirected).
+    ids, finite numbers in the columns ``finite`` (default: every numeric column) and no edge
+    twice (either order, when undirected).
 
     ``lines`` gives each row's line in the file, for messages (default: the row number).
     """
@@ -376,7 +378,7 @@ def check_edges(
                 f"{where}: {at(blank[0])}: empty gene id in the {column} column "
                 f"({blank.size} such row(s))"
             )
-    for column in table.columns.drop(["source", "target"]):
+    for column in table.columns.drop(["source", "target"]) if finite is None else finite:
         if not pd.api.types.is_numeric_dtype(table[column]):
             continue
         values = table[column].to_numpy(np.float64)
