@@ -262,7 +262,7 @@ def labelled_cells(adata, key: str, where: str, *, flag: str | None = None) -> n
         raise InputError(
             f"{where}: no cell has a label in obs column {key!r}"
             + (f" ({flag})" if flag else "")
-            + f" (all {missing.size} are empty or NaN); give the column with the cell types"
+            + f": all {missing.size} are empty or NaN; give the column with the cell types"
         )
     if missing.any():
         unlabelled = np.asarray(adata.obs_names[missing]).astype(str)
