@@ -395,6 +395,11 @@ def _store_parsers(commands) -> None:
     add.add_argument("name", metavar="NAME")
     add.add_argument("network", metavar="FILE")
     add.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store a network file without edges (default: an error)",
+    )
+    add.add_argument(
         "--kind",
         default="grn",
         help="grn, ppi, consensus, integrated or cellspecific (default: grn)",
@@ -431,6 +436,11 @@ def _ppi_parsers(commands) -> None:
             help="keep only these genes: one symbol per line, or an .h5ad (its var_names)",
         )
         parser.add_argument("--overwrite", action="store_true")
+        parser.add_argument(
+            "--allow-empty",
+            action="store_true",
+            help="store the graph even when no edge is left (default: an error)",
+        )
 
 
 def _aracne(args: argparse.Namespace, console: Console) -> None:
@@ -600,6 +610,7 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
                 kind=args.kind,
                 cell_type=args.cell_type,
                 overwrite=args.overwrite,
+                allow_empty=args.allow_empty,
             )
             console.print(f"added {args.name}: {store.info(args.name)['n_edges']:,} edges")
     return 0
@@ -617,6 +628,7 @@ def _gene_list(path: str) -> list[str]:
 
 def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer import ppi
+    from netinfer.io import InputError
 
     genes = _gene_list(args.genes) if args.genes else None
     if args.source == "hint":
@@ -627,6 +639,11 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
             args.file, info=args.info, aliases=args.aliases, min_score=args.min_score, genes=genes
         )
         params = {"min_score": args.min_score}
+    if table.edges.empty and not args.allow_empty:
+        raise InputError(
+            f"{args.file}: no edge to store. {table.report.get('summary', '')} Pass "
+            "--allow-empty to store an empty graph"
+        )
     name = args.name or Path(args.file).name.split(".txt")[0].split(".gz")[0]
     sources = [
         args.file,

@@ -764,11 +764,19 @@ class GraphStore:
             del self._group[f"graphs/{replaced['key']}"]
         self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
 
-    def add_network_file(self, name: str, path, *, kind: str = "grn", **options) -> None:
+    def add_network_file(
+        self, name: str, path, *, kind: str = "grn", allow_empty: bool = False, **options
+    ) -> None:
         """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source); the file
-        is checked whole (ids, finite numbers, no edge twice) before the store is changed."""
+        is checked whole (ids, finite numbers, no edge twice) before the store is changed. A
+        file without edges is refused unless ``allow_empty``."""
         table, lines = read_network(path, with_lines=True)
         check_edges(table.rename(columns={"regulator": "source"}), os.fspath(path), lines=lines)
+        if table.empty and not allow_empty:
+            raise InputError(
+                f"{os.fspath(path)}: no edge after its header line; pass allow_empty "
+                "(--allow-empty) to store an empty network"
+            )
         self.add_graph(name, table, kind=kind, sources=[path], **options)
 
     def assignment_writer(self, name: str, *, overwrite: bool = False) -> AssignmentWriter:

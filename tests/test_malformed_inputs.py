@@ -115,6 +115,7 @@ def files(tmp_path_factory):
         "duplicated": NETWORK_HEADER + "G00\tG05\t0.5\t0.001\nZZ1\tG07\t0.2\t0.01\n"
         "G00\tG05\t0.3\t0.002\n",
         "empty_id": NETWORK_HEADER + "G00\tG05\t0.5\t0.001\n\tG06\t0.4\t0.002\n",
+        "header_only": NETWORK_HEADER + "\n",
     }
     for name, text in networks.items():
         (tmp / f"{name}.tsv").write_text(text)
@@ -374,6 +375,7 @@ def _store_add_cases():
         ("empty id", "empty_id.tsv", [], ["empty_id.tsv: line 3: empty gene id"]),
         ("corrupt gzip", "corrupt.tsv.gz", [], ["corrupt.tsv.gz"]),
         ("not text", "binary.tsv", [], ["binary.tsv"]),
+        ("no edge", "header_only.tsv", [], ["header_only.tsv: no edge", "--allow-empty"]),
         ("name exists", "good.tsv", [], ["a graph named 'type A' exists", "overwrite"]),
         ("bad kind", "good.tsv", ["--kind", "coexpression"], ["kind must be one of"]),
     ]
@@ -435,6 +437,11 @@ def _ppi_cases():
         ("genes a directory", ["hint", hint, "--genes", "a_directory"], ["is a directory"]),
         ("genes h5ad unreadable", ["hint", hint, "--genes", "not_anndata.h5ad"], ["--genes"]),
         ("name exists", ["hint", hint, "--name", "hint"], ["'hint' exists", "overwrite"]),
+        (
+            "genes leave no edge",
+            ["hint", hint, "--genes", "tfs.txt"],
+            ["HomoSapiens_binary_hq.txt: no edge to store", "--allow-empty"],
+        ),
     ]
 
 
@@ -663,3 +670,52 @@ def test_through_a_process(files, argv, says):
         timeout=120,
     )
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_empty_networks_are_stored_only_when_asked(files, tmp_path):
+    store = tmp_path / "graphs.zarr"
+    GraphStore.create(store).close()
+    add = ["store", "add", store, "empty", files / "header_only.tsv", "--allow-empty"]
+    assert netinfer_cli.main([str(a) for a in add]) == 0
+    hint = ["ppi", "hint", PPI / "HomoSapiens_binary_hq.txt", "--genes", files / "tfs.txt"]
+    hint += ["--store", store, "--allow-empty"]
+    assert netinfer_cli.main([str(a) for a in hint]) == 0
+    with GraphStore.open(store) as reader:
+        listing = reader.list().set_index("name")
+    assert listing.loc["empty", "edges"] == 0 and listing.loc["HomoSapiens_binary_hq", "edges"] == 0
+
+
+DASK_INPUT_ERROR = """
+from netinfer import distributed
+from netinfer.io import InputError
+
+def refuse(x):
+    raise InputError(f"<cluster {x}>: not enough cells")
+
+def fail(x):
+    raise RuntimeError("a bug, not an input error")
+
+if __name__ == "__main__":
+    client, close = distributed.prepare_client(workers=1)
+    try:
+        for function in (refuse, fail):
+            try:
+                client.submit(function, 1).result()
+            except Exception as error:
+                print("caught:", type(error).__name__, error)
+    finally:
+        close()
+"""
+
+
+def test_input_errors_inside_dask_workers_print_no_traceback(tmp_path):
+    """A task's InputError reaches the command, which prints its message; the worker's own
+    "Compute Failed" log, with a traceback, is left out for input errors only."""
+    (tmp_path / "job.py").write_text(DASK_INPUT_ERROR)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "job.py")], capture_output=True, text=True, timeout=120
+    )
+    assert "caught: InputError <cluster 1>: not enough cells" in done.stdout
+    assert "caught: RuntimeError a bug" in done.stdout
+    assert "InputError(" not in done.stderr  # no worker log of the input error
+    assert "RuntimeError(" in done.stderr and "Traceback" in done.stderr  # bugs are still logged
