@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -554,6 +556,21 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     return table
 
 
+@contextmanager
+def _writing(path: str):
+    """The store at ``path``, opened to write or created (see ``_open_or_create``); one that
+    this call created is removed again when the command fails, so a refused command leaves no
+    empty store behind."""
+    fresh = "://" not in path and not os.path.exists(path)
+    try:
+        with _open_or_create(path) as store:
+            yield store
+    except BaseException:
+        if fresh and os.path.isdir(path):
+            shutil.rmtree(path)
+        raise
+
+
 def _open_or_create(path: str):
     from netinfer.store import GraphStore, StoreError
 
@@ -649,7 +666,7 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
         args.file,
         *(p for p in (getattr(args, "info", None), getattr(args, "aliases", None)) if p),
     ]
-    with _open_or_create(args.store) as store:
+    with _writing(args.store) as store:
         store.add_graph(
             name,
             table.edges,
@@ -797,7 +814,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     workers = args.workers if args.scheduler is None else None
     if args.scheduler is None and workers is None:
         workers = os.cpu_count() or 1
-    with _open_or_create(args.store) as store:  # a wrong --store fails before Dask starts
+    with _writing(args.store) as store:  # a wrong --store fails before Dask starts
         client, close = distributed.prepare_client(scheduler=args.scheduler, workers=workers)
         try:
             result = celltype_networks(

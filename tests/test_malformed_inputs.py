@@ -250,6 +250,19 @@ def test_celltype_networks_refuses_paths(files, capsys, case):
     refused(netinfer_cli.main, argv, capsys, watch=watch, says=says)
 
 
+def test_refused_commands_leave_no_new_store(files, capsys, tmp_path):
+    """A store the command created is removed again when the command fails after creating it
+    (QC and graph names are checked by the library, once the store is open)."""
+    argv = ["celltype-networks", files / "counts.h5ad", "--regulators", files / "tfs.txt"]
+    argv += ["--store", tmp_path / "new.zarr", *QC, "--min-counts", "1000000", "--quiet"]
+    argv += ["--workers", "1"]
+    refused(netinfer_cli.main, argv, capsys, watch=[tmp_path / "new.zarr"], says=["no cell"])
+    argv = ["ppi", "hint", PPI / "HomoSapiens_binary_hq.txt", "--store", tmp_path / "new.zarr"]
+    argv += ["--name", "a/b"]
+    refused(netinfer_cli.main, argv, capsys, watch=[tmp_path / "new.zarr"], says=["'a/b'"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_celltype_networks_refuses_a_store_with_a_live_writer(files, capsys):
     lock = files / "graphs.zarr" / LOCK_NAME
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}
