@@ -1162,7 +1162,7 @@ def _acquire_lock(url: str) -> Callable[[], None]:
             ):
                 raise StoreError(
                     f"{url}: another writer holds the store ({holder}). Wait for it to finish; "
-                    f"if that process is gone (it runs on another host, or its id was reused), "
+                    f"if that process is gone (a lock from another host cannot be checked from here), "
                     f"delete {lock}"
                 ) from None
             if holder is not None:
@@ -1185,10 +1185,13 @@ def _acquire_lock(url: str) -> Callable[[], None]:
 
 
 def _stale(holder: str) -> bool:
-    """Whether a lock's holder (its JSON) was a process of this host that no longer runs."""
+    """Whether a lock's holder (its JSON) was a process of this host that no longer runs: no
+    process has its id, or one that started after the lock was taken (the id was reused), or a
+    killed child its parent has not reaped yet."""
     try:
         record = json.loads(holder)
         host, pid = record["host"], int(record["pid"])
+        since = datetime.datetime.fromisoformat(record["since"]).timestamp()
     except (ValueError, KeyError, TypeError):
         return False  # not ours to judge
     if host != socket.gethostname() or pid <= 0:
@@ -1198,12 +1201,16 @@ def _stale(holder: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
-    try:  # a killed child not yet reaped by its parent is gone too
+        pass
+    try:  # Linux: the process's state and start time (field 22, clock ticks after boot)
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as stat:
+            boot = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
+    except (OSError, IndexError, StopIteration):
         return False
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] == "Z" or started > since + 2  # "since" has whole seconds
 
 
 def _remove_stale(fs, lock: str, holder: str) -> bool:

@@ -8,6 +8,7 @@ under it), or still absent. The CLIs run in-process, so the ~100 cases take seco
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -265,7 +266,8 @@ def test_refused_commands_leave_no_new_store(files, capsys, tmp_path):
 
 def test_celltype_networks_refuses_a_store_with_a_live_writer(files, capsys):
     lock = files / "graphs.zarr" / LOCK_NAME
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}
+    since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": since}
     lock.write_text(json.dumps(holder))  # this test's own process: alive
     try:
         argv = ["celltype-networks", files / "counts.h5ad", "--regulators", files / "tfs.txt"]

@@ -4,6 +4,7 @@ holder is gone, refused while it lives), a resumable celltype-networks run, and 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -39,27 +40,29 @@ def _dead_pid() -> int:
 
 def _lock(path: Path, **holder) -> Path:
     lock = path / LOCK_NAME
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "since": "2026-01-01T00:00:00"}
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "since": now}
     lock.write_text(json.dumps({**record, **holder}))
     return lock
 
 
-def test_a_lock_whose_holder_is_gone_is_taken_over(tmp_path):
+@pytest.mark.parametrize("reason", ["no such process", "pid reused"])
+def test_a_lock_whose_holder_is_gone_is_taken_over(tmp_path, reason):
     GraphStore.create(tmp_path / "s.zarr").close()
-    pid = _dead_pid()
-    lock = _lock(tmp_path / "s.zarr", pid=pid)
+    if reason == "no such process":
+        pid, holder = _dead_pid(), {}
+    else:  # this process's id, in a lock taken before this process started
+        pid, holder = os.getpid(), {"since": "2020-01-01T00:00:00+00:00"}
+    lock = _lock(tmp_path / "s.zarr", pid=pid, **holder)
     with pytest.warns(UserWarning, match=rf"took over the writer lock .*\"pid\": {pid}"):
         store = GraphStore.open(tmp_path / "s.zarr", mode="a")
-    assert json.loads(lock.read_text())["pid"] == os.getpid()  # now names this process
+    assert json.loads(lock.read_text())["since"] != "2020-01-01T00:00:00+00:00"  # ours now
     with pytest.raises(StoreError, match="another writer holds the store"):
-        GraphStore.open(tmp_path / "s.zarr", mode="a")  # and is refused to the next writer
+        GraphStore.open(tmp_path / "s.zarr", mode="a")  # and refused to the next writer
     store.close()
     assert not lock.exists()
-    assert sorted(p.name for p in (tmp_path / "s.zarr").iterdir()) == [
-        "graphs",
-        "vocab",
-        "zarr.json",
-    ]
+    entries = sorted(p.name for p in (tmp_path / "s.zarr").iterdir())
+    assert entries == ["graphs", "vocab", "zarr.json"]
 
 
 @pytest.mark.parametrize(
