@@ -1162,8 +1162,8 @@ def _acquire_lock(url: str) -> Callable[[], None]:
             ):
                 raise StoreError(
                     f"{url}: another writer holds the store ({holder}). Wait for it to finish; "
-                    f"if that process is gone (a lock from another host cannot be checked from here), "
-                    f"delete {lock}"
+                    "if that process is gone (a lock from another host cannot be checked from "
+                    f"here), delete {lock}"
                 ) from None
             if holder is not None:
                 import warnings
