@@ -631,7 +631,16 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
+    except (
+        InputError,
+        StoreError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+    ) as error:
         message = str(error).replace("pass append", "pass append (--append)")
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2

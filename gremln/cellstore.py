@@ -262,6 +262,12 @@ def prepare(
         if previous is not None
         else (vocabulary or GeneVocabulary(genes, n_bins=n_bins))
     )
+    if not set(genes) & set(vocabulary.genes):
+        raise InputError(
+            f"{counts_path}: none of its {len(genes)} genes (e.g. {', '.join(genes[:3])}) is in "
+            f"the cell store's vocabulary (e.g. {', '.join(vocabulary.genes[:3])}): every cell "
+            "would be empty. Are both in the same kind of gene id?"
+        )
     group = zarr.open_group(cells_path, mode="a")
     if previous is None:
         _create(group, vocabulary)

@@ -378,6 +378,8 @@ def integrate(
     )
     if not labelled.all():
         reference = reference[labelled]
+    if n_pcs < 1:
+        raise ValueError(f"n_pcs must be at least 1, not {n_pcs}")
     if not 1 <= k < reference.n_obs:
         raise InputError(
             f"<reference>: k={k} neighbours need more reference cells than k (it has "

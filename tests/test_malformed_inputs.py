@@ -305,6 +305,7 @@ def _integrate_cases():
         ("genes do not overlap", "other_genes.h5ad", good, [], ["only 0 of the reference's 30"]),
         ("k too large", good, good, ["--k", "500"], ["k=500 neighbours need more reference"]),
         ("alpha out of range", good, good, ["--alpha", "0"], ["alpha must be in (0, 1)"]),
+        ("no PCA component", good, good, ["--n-pcs", "0"], ["n_pcs must be at least 1"]),
         ("assignment exists", good, good, ["--name", "integrated"], ["'integrated' exists"]),
         ("layer missing", good, good, ["--layer", "raw"], ["no layer 'raw'"]),
     ]
@@ -554,6 +555,13 @@ def test_prepare_refuses_paths(files, capsys, case):
     argv += ["--graphs", files / "graphs.zarr", "--cell-type-key", "cell_type", *QC, "--quiet"]
     argv += more
     refused(gremln_cli.main, argv, capsys, watch=[files / cells], says=says)
+
+
+def test_prepare_refuses_data_outside_the_vocabulary(files, capsys):
+    argv = ["prepare", files / "other_genes.h5ad", "--cells", files / "cells.zarr", "--append"]
+    argv += ["--graphs", files / "graphs.zarr", "--cell-type-key", "cell_type", *QC, "--quiet"]
+    says = ["other_genes.h5ad: none of its 30 genes (e.g. X00", "every cell would be empty"]
+    refused(gremln_cli.main, argv, capsys, watch=[files / "cells.zarr"], says=says)
 
 
 def test_prepare_empty_result_needs_allow_empty(files, capsys, tmp_path):
