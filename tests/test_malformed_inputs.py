@@ -620,16 +620,16 @@ def test_matrix_check_reads_every_block(tmp_path):
 
 
 def test_unlabelled_cells_rule():
-    adata = _counts(n_cells=6)
-    adata.obs["cell_type"] = pd.Series(["a", np.nan, "", " ", "b", None], dtype=object).values
+    adata = _counts(n_cells=8)
+    labels = ["a", np.nan, "", " ", "b", None, "nan", " N/A"]
+    adata.obs["cell_type"] = pd.Series(labels, dtype=object).values
     with pytest.warns(
         UserWarning,
-        match=r"4 of 6 cells have no label .*'cell1', 'cell2', "
-        r"'cell3' and 1 more; they are left out",
+        match=r"6 of 8 cells have no label .*'cell1', 'cell2', 'cell3' and 3 more; they are left",
     ):
         labelled = labelled_cells(adata, "cell_type", "<x>")
-    assert labelled.tolist() == [True, False, False, False, True, False]
-    adata.obs["cell_type"] = pd.Categorical(["a"] * 6)
+    assert labelled.tolist() == [True, False, False, False, True, False, False, False]
+    adata.obs["cell_type"] = pd.Categorical(["a"] * 8)
     assert labelled_cells(adata, "cell_type", "<x>").all()
 
 

@@ -5,7 +5,8 @@ placeholder such as ``<AnnData>`` that the command line replaces by the file) an
 matrix used (``X`` or ``layer 'counts'``), the cell, gene, label or line, and what is wrong.
 
 Cells without a label
-    A cell whose label is missing (NaN, None, or an empty or blank string) cannot be given a
+    A cell whose label is missing (NaN, None, an empty or blank string, or a text that means
+    missing: ``nan``, ``NA``, ``<NA>``, ``N/A``, ``null``, any case) cannot be given a
     cell-type network. The rule, in every command that reads labels: such cells are dropped with
     one warning that counts them and names the first few; when no labelled cell is left, the
     command refuses (an error, not an empty result). A query given to ``integrate`` is never
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from netinfer.io import InputError
+from netinfer.io import _MISSING_TOKENS, InputError
 
 __all__ = [
     "check_edges",
@@ -257,18 +258,20 @@ def labelled_cells(adata, key: str, where: str, *, flag: str | None = None) -> n
     """
     require_obs_column(adata, key, where, flag)
     labels = adata.obs[key]
-    missing = labels.isna().to_numpy() | (labels.astype(str).str.strip() == "").to_numpy()
+    # NaN/None, and texts that mean missing: "", "nan" (what astype(str) makes of NaN), "NA", ...
+    texts = labels.astype(str).str.strip().str.lower()
+    missing = labels.isna().to_numpy() | texts.isin(_MISSING_TOKENS).to_numpy()
     if missing.all():
         raise InputError(
             f"{where}: no cell has a label in obs column {key!r}"
             + (f" ({flag})" if flag else "")
-            + f": all {missing.size} are empty or NaN; give the column with the cell types"
+            + f": all {missing.size} are empty, NaN or NA; give the column with the cell types"
         )
     if missing.any():
         unlabelled = np.asarray(adata.obs_names[missing]).astype(str)
         warnings.warn(
             f"{where}: {unlabelled.size} of {missing.size} cells have no label in obs column "
-            f"{key!r} (empty or NaN), e.g. {_examples(unlabelled)}; they are left out",
+            f"{key!r} (empty, NaN or NA), e.g. {_examples(unlabelled)}; they are left out",
             UserWarning,
             stacklevel=2,
         )
