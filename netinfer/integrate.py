@@ -372,14 +372,14 @@ def integrate(
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    if n_pcs < 1:
+        raise ValueError(f"n_pcs must be at least 1, not {n_pcs}")
     validate_counts(query, "<query>", command="integrate")  # its labels are never read
     _, labelled = validate_counts(
         reference, "<reference>", command="integrate", cell_type_key=cell_type_key
     )
     if not labelled.all():
         reference = reference[labelled]
-    if n_pcs < 1:
-        raise ValueError(f"n_pcs must be at least 1, not {n_pcs}")
     if not 1 <= k < reference.n_obs:
         raise InputError(
             f"<reference>: k={k} neighbours need more reference cells than k (it has "
