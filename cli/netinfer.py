@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.options import add_qc_arguments, qc_options
-from netinfer.sc.validate import read_h5ad, validate_counts
+from netinfer.sc.validate import read_h5ad, require_output_path, validate_counts
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -796,7 +796,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     import os
 
     from netinfer import distributed
-    from netinfer.io import InputError, atomic_write, read_regulators
+    from netinfer.io import atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
 
     adata = _read_counts(
@@ -809,8 +809,14 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     store_path = args.store.rstrip("/")
     if "://" in store_path:  # a URL store: the work dir and the report stay in this directory
         store_path = os.path.basename(store_path)
-    if args.report and os.path.isdir(args.report):
-        raise InputError(f"{args.report}: is a directory; --report takes the JSON file to write")
+    report_path = args.report or f"{store_path}.report.json"
+    require_output_path(report_path, flag="--report", what="the JSON file to write")
+    require_output_path(
+        args.work_dir or f"{store_path}.work",
+        flag="--work-dir",
+        what="the folder of finished cluster networks",
+        folder=True,
+    )
     workers = args.workers if args.scheduler is None else None
     if args.scheduler is None and workers is None:
         workers = os.cpu_count() or 1
@@ -839,7 +845,6 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
             )
         finally:
             close()
-    report_path = args.report or f"{store_path}.report.json"
     with atomic_write(report_path) as handle:
         json.dump(result.report, handle, indent=2, default=str)
     if not args.quiet:

@@ -237,6 +237,8 @@ def _celltype_outputs(files):
         ("store a file", ["--store", "a_file.zarr"], ["a_file.zarr: is a file"]),
         ("store foreign", ["--store", "foreign"], ["foreign: a directory that is not a graph"]),
         ("report a directory", ["--report", "a_directory"], ["a_directory: is a directory"]),
+        ("report under a file", ["--report", "a_file.zarr/r.json"], ["a_file.zarr is a file"]),
+        ("work dir a file", ["--work-dir", "tfs.txt"], ["is a file; --work-dir takes the folder"]),
     ],
     ids=lambda c: c[0],
 )

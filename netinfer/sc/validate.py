@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ __all__ = [
     "read_h5ad",
     "require_cells_after_qc",
     "require_ids",
+    "require_output_path",
     "require_obs_column",
     "validate_counts",
 ]
@@ -354,6 +356,23 @@ def validate_counts(
         remedy=counts_remedy(adata, layer_flag=layer_flag) if counts else "",
     )
     return X, labelled
+
+
+def require_output_path(path, *, flag: str, what: str, folder: bool = False) -> None:
+    """Raise unless ``path`` can be written as a file (or, with ``folder``, a folder): what is
+    there already is of that kind, and no folder above it is a file. Checked before the work, so
+    that a long run does not fail at its last step; ``flag`` and ``what`` (e.g. ``"the JSON file
+    to write"``) make the message."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(
+            f"{path}: is {'a directory' if path.is_dir() else 'a file'}; {flag} takes {what}"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{path}: {parent} is a file, not a folder ({flag})")
+            return
 
 
 def check_edges(
