@@ -40,7 +40,15 @@ def prepare_client(
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        remote = Client(scheduler)
+        try:
+            remote = Client(scheduler)
+        except OSError as error:  # a wrong or stopped address: the user's to fix
+            from netinfer.io import InputError
+
+            raise InputError(
+                f"{scheduler}: no Dask scheduler answers there (--scheduler): {error}. Start "
+                "one (dask scheduler), or leave --scheduler out to run on local workers"
+            ) from None
         return remote, remote.close
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")

@@ -266,6 +266,21 @@ def test_refused_commands_leave_no_new_store(files, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_celltype_networks_refuses_an_unreachable_scheduler(files, capsys):
+    import dask
+
+    argv = ["celltype-networks", files / "counts.h5ad", "--regulators", files / "tfs.txt"]
+    argv += ["--store", files / "graphs.zarr", *QC, "--quiet", "--scheduler", "tcp://127.0.0.1:9"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        refused(
+            netinfer_cli.main,
+            argv,
+            capsys,
+            watch=_celltype_outputs(files),
+            says=["tcp://127.0.0.1:9: no Dask scheduler answers there (--scheduler)"],
+        )
+
+
 def test_celltype_networks_refuses_a_store_with_a_live_writer(files, capsys):
     lock = files / "graphs.zarr" / LOCK_NAME
     since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
