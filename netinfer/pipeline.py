@@ -307,7 +307,9 @@ def run_cluster_job(job: ClusterJob) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent regulators / constant genes
-        result = aracne(job.X, job.genes, list(job.regulators), **job.options)
+        # messages name the cluster (the command line puts the file for <AnnData>)
+        where = f"<AnnData>: cell type {job.cell_type!r}, cluster {job.cluster}"
+        result = aracne(job.X, job.genes, list(job.regulators), source=where, **job.options)
     return result.edges, result.recurrence
 
 

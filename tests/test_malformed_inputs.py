@@ -266,6 +266,22 @@ def test_refused_commands_leave_no_new_store(files, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_celltype_networks_names_a_cluster_too_small_for_aracne(files, capfd):
+    """The error arises in a Dask worker: it names the file and the cluster, and neither the
+    command nor its workers (whose output capfd also holds) print a traceback."""
+    argv = ["celltype-networks", files / "counts.h5ad", "--regulators", files / "tfs.txt"]
+    argv += ["--store", files / "graphs.zarr", "--cell-type-key", "cell_type", *QC]
+    argv += ["--min-cells", "5", "--resamples", "2", "--quiet", "--workers", "1"]
+    message = refused(
+        netinfer_cli.main,
+        argv,
+        capfd,
+        watch=[files / "graphs.zarr", files / "graphs.zarr.report.json"],
+        says=["samples, but at least 10 are needed"],
+    )
+    assert f"{files / 'counts.h5ad'}: cell type 'type " in message and ", cluster " in message
+
+
 def test_celltype_networks_refuses_an_unreachable_scheduler(files, capsys):
     import dask
 
