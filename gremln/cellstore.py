@@ -35,7 +35,6 @@ from netinfer.sc.validate import (
     labelled_cells,
     read_h5ad,
     require_cells_after_qc,
-    require_ids,
 )
 
 SCHEMA_VERSION = 1
@@ -208,7 +207,6 @@ def prepare(
         raise InputError(f"{cells_path}: exists; pass append to add a data set to it")
     if append and not exists:
         raise InputError(f"{cells_path}: no cell store to append to")
-    require_ids(data, counts_path, what="X")
     labelled = labelled_cells(data, cell_type_key, counts_path)
     dataset = os.path.basename(counts_path).removesuffix(".h5ad")
     previous = CellStore.open(cells_path) if exists else None

@@ -49,7 +49,8 @@ _N_EXAMPLES = 3
 
 def read_h5ad(path: str | os.PathLike[str], *, what: str = "", backed: bool = False):
     """An h5ad file, with a short error (no traceback) when it is missing, a directory or not
-    an AnnData file; ``what`` names the argument (e.g. ``"--reference"``) in the message."""
+    an AnnData file, or has no cell, no gene, or empty or duplicated ids (``require_ids``);
+    ``what`` names the argument (e.g. ``"--reference"``) in the message."""
     import anndata
 
     path = os.fspath(path)
@@ -62,12 +63,14 @@ def read_h5ad(path: str | os.PathLike[str], *, what: str = "", backed: bool = Fa
         with warnings.catch_warnings():
             # anndata warns about non-unique names; require_ids reports them itself
             warnings.filterwarnings("ignore", message=".*names are not unique")
-            return anndata.read_h5ad(path, backed="r" if backed else None)
+            adata = anndata.read_h5ad(path, backed="r" if backed else None)
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise InputError(
             f"{path}: not a readable .h5ad file{where}; expected an AnnData file written by "
             f"anndata or scanpy (adata.write_h5ad). The reader said: {error}"
         ) from None
+    require_ids(adata, path, what="X")
+    return adata
 
 
 def require_obs_column(adata, key: str | None, where: str = "<data>", flag: str | None = None):
