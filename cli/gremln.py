@@ -16,14 +16,8 @@ import warnings
 
 from rich.console import Console
 
-from cli.options import (
-    add_qc_arguments,
-    counts_remedy,
-    qc_options,
-    read_h5ad,
-    require_counts,
-)
-from netinfer.io import require_obs_column
+from cli.options import add_qc_arguments, qc_options
+from netinfer.sc.validate import read_h5ad, require_obs_column
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         "named after the data set) or ppi:NAME (default: celltype)",
     )
     prepare.add_argument("--append", action="store_true", help="add to an existing cell store")
+    prepare.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a data set of which no cell passes QC and has a label (default: an error)",
+    )
     prepare.add_argument("--seed", type=int, default=0, help="seed of the splits (default: 0)")
     prepare.add_argument("--quiet", action="store_true")
     _add_train_parser(commands)
@@ -628,10 +627,20 @@ def main(argv: list[str] | None = None) -> int:
                 n_bins=args.bins,
                 graph_mode=args.graph_mode,
                 append=args.append,
+                allow_empty=args.allow_empty,
                 seed=args.seed,
                 progress=not args.quiet,
             )
-    except (InputError, StoreError, FileNotFoundError, ValueError) as error:
+    except (
+        InputError,
+        StoreError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+    ) as error:
         message = str(error).replace("pass append", "pass append (--append)")
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
@@ -640,17 +649,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_prepare_input(path: str, cell_type_key: str) -> None:
-    """Before tokenizing: the counts file is an h5ad with the label column and integer counts
-    (the first 2,000 cells are checked)."""
+    """Before tokenizing: the counts file is an h5ad with the label column (named with its
+    flag here; ``prepare`` checks the rest)."""
     data = read_h5ad(path, backed=True)
     try:
         require_obs_column(data, cell_type_key, path, "--cell-type-key")
-        require_counts(
-            data.X[: min(data.n_obs, 2000)],
-            path,
-            command="gremln prepare",
-            remedy=counts_remedy(data, layer_flag=False),
-        )
     finally:
         data.file.close()
 

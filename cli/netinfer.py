@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from cli.options import (
-    add_qc_arguments,
-    counts_remedy,
-    qc_options,
-    read_h5ad,
-    require_counts,
-)
-from netinfer.io import require_obs_column
+from cli.options import add_qc_arguments, qc_options
+from netinfer.sc.validate import read_h5ad, require_output_path, validate_counts
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -297,6 +293,12 @@ def _integrate_parser(commands) -> None:
         help="stop if fewer reference genes are in the query (default: 0.5)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an earlier integration")
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store the integration even when every query cell's graph is empty "
+        "(default: an error)",
+    )
     run.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
@@ -421,6 +423,11 @@ def _store_parsers(commands) -> None:
     add.add_argument("name", metavar="NAME")
     add.add_argument("network", metavar="FILE")
     add.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store a network file without edges (default: an error)",
+    )
+    add.add_argument(
         "--kind",
         default="grn",
         help="grn, ppi, consensus, integrated or cellspecific (default: grn)",
@@ -457,6 +464,11 @@ def _ppi_parsers(commands) -> None:
             help="keep only these genes: one symbol per line, or an .h5ad (its var_names)",
         )
         parser.add_argument("--overwrite", action="store_true")
+        parser.add_argument(
+            "--allow-empty",
+            action="store_true",
+            help="store the graph even when no edge is left (default: an error)",
+        )
 
 
 def _aracne(args: argparse.Namespace, console: Console) -> None:
@@ -570,6 +582,21 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     return table
 
 
+@contextmanager
+def _writing(path: str):
+    """The store at ``path``, opened to write or created (see ``_open_or_create``); one that
+    this call created is removed again when the command fails, so a refused command leaves no
+    empty store behind."""
+    fresh = "://" not in path and not os.path.exists(path)
+    try:
+        with _open_or_create(path) as store:
+            yield store
+    except BaseException:
+        if fresh and os.path.isdir(path):
+            shutil.rmtree(path)
+        raise
+
+
 def _open_or_create(path: str):
     from netinfer.store import GraphStore, StoreError
 
@@ -626,6 +653,7 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
                 kind=args.kind,
                 cell_type=args.cell_type,
                 overwrite=args.overwrite,
+                allow_empty=args.allow_empty,
             )
             console.print(f"added {args.name}: {store.info(args.name)['n_edges']:,} edges")
     return 0
@@ -633,9 +661,9 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
 
 def _gene_list(path: str) -> list[str]:
     if path.endswith(".h5ad"):
-        import anndata
-
-        return list(anndata.read_h5ad(path, backed="r").var_names)
+        data = read_h5ad(path, what="--genes", backed=True)
+        data.file.close()
+        return list(data.var_names)
     from netinfer.io import read_regulators
 
     return read_regulators(path)
@@ -643,6 +671,7 @@ def _gene_list(path: str) -> list[str]:
 
 def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer import ppi
+    from netinfer.io import InputError
 
     genes = _gene_list(args.genes) if args.genes else None
     if args.source == "hint":
@@ -653,12 +682,17 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
             args.file, info=args.info, aliases=args.aliases, min_score=args.min_score, genes=genes
         )
         params = {"min_score": args.min_score}
+    if table.edges.empty and not args.allow_empty:
+        raise InputError(
+            f"{args.file}: no edge to store. {table.report.get('summary', '')} Pass "
+            "--allow-empty to store an empty graph"
+        )
     name = args.name or Path(args.file).name.split(".txt")[0].split(".gz")[0]
     sources = [
         args.file,
         *(p for p in (getattr(args, "info", None), getattr(args, "aliases", None)) if p),
     ]
-    with _open_or_create(args.store) as store:
+    with _writing(args.store) as store:
         store.add_graph(
             name,
             table.edges,
@@ -673,35 +707,45 @@ def _ppi_command(args: argparse.Namespace, console: Console) -> None:
     console.print(f"added PPI graph {name!r} to {args.store}: {len(table.edges):,} edges")
 
 
-def _read_counts(path: str, layer: str | None, *, what: str = "", counts_for: str | None = None):
-    """An h5ad's matrix (X or a layer), with a short error for a missing file or layer; with
-    ``counts_for`` (the command's name), also unless it holds raw counts."""
-    from netinfer.io import InputError
-
+def _read_counts(
+    path: str,
+    layer: str | None,
+    *,
+    command: str,
+    what: str = "",
+    counts: bool = True,
+    cell_type_key: str | None = None,
+):
+    """An h5ad checked as ``netinfer.sc.validate.validate_counts`` checks it (ids, finite raw
+    counts over the whole matrix, labels where ``cell_type_key`` is given), with its matrix (X
+    or ``layer``) as X and only its labelled cells."""
     adata = read_h5ad(path, what=what)
-    if layer is not None:
-        if layer not in adata.layers:
-            layers = ", ".join(adata.layers) or "none"
-            raise InputError(f"{path}: no layer {layer!r} (--layer); layers: {layers}")
-        adata.X = adata.layers[layer]
-    if counts_for is not None:
-        require_counts(
-            adata.X,
-            path,
-            what="X" if layer is None else f"layer {layer!r}",
-            command=counts_for,
-            remedy=counts_remedy(adata, layer_flag=True),
-        )
-    return adata
+    X, labelled = validate_counts(
+        adata,
+        path,
+        command=command,
+        layer=layer,
+        counts=counts,
+        cell_type_key=cell_type_key,
+        flag="--cell-type-key",
+    )
+    adata.X = X
+    return adata if labelled.all() else adata[labelled].copy()
 
 
 def _integrate_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.integrate import integrate
     from netinfer.store import GraphStore
 
-    query = _read_counts(args.query, args.layer)
-    reference = _read_counts(args.reference, args.layer, what="--reference")
-    require_obs_column(reference, args.cell_type_key, args.reference, "--cell-type-key")
+    command = "netinfer integrate"
+    query = _read_counts(args.query, args.layer, command=command)  # its labels are never read
+    reference = _read_counts(
+        args.reference,
+        args.layer,
+        command=command,
+        what="--reference",
+        cell_type_key=args.cell_type_key,
+    )
     with GraphStore.open(args.store, mode="a") as store:
         result = integrate(
             query,
@@ -715,6 +759,7 @@ def _integrate_command(args: argparse.Namespace, console: Console) -> None:
             min_overlap=args.min_overlap,
             seed=args.seed,
             overwrite=args.overwrite,
+            allow_empty=args.allow_empty,
         )
     summary = result.summary
     accuracy = summary["knn_heldout_accuracy"]
@@ -742,8 +787,13 @@ def _cellspecific_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer.cellspecific import cellspecific_networks
     from netinfer.store import GraphStore
 
-    adata = _read_counts(args.counts, args.layer)
-    require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
+    adata = _read_counts(
+        args.counts,
+        args.layer,
+        command="netinfer cellspecific",
+        counts=False,
+        cell_type_key=args.cell_type_key,
+    )
     with GraphStore.open(args.store, mode="a") as store:
         result = cellspecific_networks(
             adata,
@@ -772,22 +822,31 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     import os
 
     from netinfer import distributed
-    from netinfer.io import InputError, atomic_write, read_regulators
+    from netinfer.io import atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
 
-    adata = _read_counts(args.counts, args.layer, counts_for="netinfer celltype-networks")
-    if args.cell_type_key is not None:
-        require_obs_column(adata, args.cell_type_key, args.counts, "--cell-type-key")
+    adata = _read_counts(
+        args.counts,
+        args.layer,
+        command="netinfer celltype-networks",
+        cell_type_key=args.cell_type_key,
+    )
     regulators = read_regulators(args.regulators, genes=adata.var_names)
     store_path = args.store.rstrip("/")
     if "://" in store_path:  # a URL store: the work dir and the report stay in this directory
         store_path = os.path.basename(store_path)
-    if args.report and os.path.isdir(args.report):
-        raise InputError(f"{args.report}: is a directory; --report takes the JSON file to write")
+    report_path = args.report or f"{store_path}.report.json"
+    require_output_path(report_path, flag="--report", what="the JSON file to write")
+    require_output_path(
+        args.work_dir or f"{store_path}.work",
+        flag="--work-dir",
+        what="the folder of finished cluster networks",
+        folder=True,
+    )
     workers = args.workers if args.scheduler is None else None
     if args.scheduler is None and workers is None:
         workers = os.cpu_count() or 1
-    with _open_or_create(args.store) as store:  # a wrong --store fails before Dask starts
+    with _writing(args.store) as store:  # a wrong --store fails before Dask starts
         client, close = distributed.prepare_client(scheduler=args.scheduler, workers=workers)
         try:
             result = celltype_networks(
@@ -814,7 +873,6 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
             )
         finally:
             close()
-    report_path = args.report or f"{store_path}.report.json"
     with atomic_write(report_path) as handle:
         json.dump(result.report, handle, indent=2, default=str)
     if not args.quiet:

@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 
 from gremln.tokenize import GeneVocabulary, tokenize_cells
-from netinfer.io import InputError, require_obs_column
+from netinfer.io import InputError
+from netinfer.sc.validate import (
+    MatrixCheck,
+    counts_remedy,
+    labelled_cells,
+    read_h5ad,
+    require_cells_after_qc,
+)
 
 SCHEMA_VERSION = 1
 ROOT_KEY = "gremln_cell_store"
@@ -136,6 +143,7 @@ def prepare(
     seed: int = 0,
     chunk: int = 10_000,
     progress: bool = False,
+    allow_empty: bool = False,
 ) -> dict:
     """Tokenize an h5ad of counts into the cell store (creating it, or appending with ``append``).
 
@@ -168,13 +176,18 @@ def prepare(
         Cells read per chunk (backed mode).
     progress
         Show a progress bar.
+    allow_empty
+        Accept a data set of which no cell is kept (by QC or for want of a label); by default
+        that is an error, and nothing is written.
+
+    Every input is checked before the first write (``netinfer.sc.validate``: ids, labels, and
+    raw counts over the whole matrix, in the first pass), so an error leaves the store as it was.
 
     Returns
     -------
     A report: cells read, removed by each QC rule, kept, genes dropped (outside the
     vocabulary), cells per split.
     """
-    import anndata as ad
     import scipy.sparse as sp
     import zarr
     from tqdm.auto import tqdm
@@ -182,8 +195,7 @@ def prepare(
     from netinfer.pipeline import normalize, qc_mask
 
     counts_path, cells_path = os.fspath(counts_path), os.fspath(cells_path)
-    if not os.path.exists(counts_path):
-        raise InputError(f"{counts_path}: no such file")
+    data = read_h5ad(counts_path, backed=True)
     exists = os.path.exists(os.path.join(cells_path, "zarr.json"))
     if os.path.isfile(cells_path) or (
         not exists and os.path.isdir(cells_path) and os.listdir(cells_path)
@@ -195,21 +207,30 @@ def prepare(
         raise InputError(f"{cells_path}: exists; pass append to add a data set to it")
     if append and not exists:
         raise InputError(f"{cells_path}: no cell store to append to")
-    data = ad.read_h5ad(counts_path, backed="r")
-    require_obs_column(data, cell_type_key, str(counts_path))
+    labelled = labelled_cells(data, cell_type_key, counts_path)
     dataset = os.path.basename(counts_path).removesuffix(".h5ad")
     previous = CellStore.open(cells_path) if exists else None
     if previous is not None and dataset in set(previous.obs["dataset"]):
         raise InputError(f"{cells_path}: already holds a data set named {dataset!r}")
     cell_types = data.obs[cell_type_key].astype(str).to_numpy()
 
-    # pass 1, chunk by chunk: QC needs every cell's totals before any cell is kept
+    # pass 1, chunk by chunk: QC needs every cell's totals before any cell is kept; the counts
+    # are checked on the same reads, over the whole matrix
+    check = MatrixCheck(
+        counts_path,
+        cells=data.obs_names,
+        genes=data.var_names,
+        counts_for="gremln prepare",
+        remedy=counts_remedy(data, layer_flag=False),
+    )
     totals = np.zeros(data.n_obs)
     expressed = np.zeros(data.n_obs, dtype=np.int64)
     for start in range(0, data.n_obs, chunk):
         block = sp.csr_matrix(data.X[start : start + chunk])
+        check.update(block, start)
         totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
         expressed[start : start + block.shape[0]] = np.diff((block > 0).tocsr().indptr)
+    check.finish()
     keep, qc = qc_mask(
         totals,
         expressed,
@@ -218,6 +239,12 @@ def prepare(
         trim=trim,
         min_genes=min_genes,
     )
+    if not labelled.all():
+        qc["without_label"] = int((keep & ~labelled).sum())
+        keep &= labelled
+        qc["kept"] = int(keep.sum())
+    if not allow_empty:
+        require_cells_after_qc(qc, counts_path, allow_flag=True)
     kept_rows = np.flatnonzero(keep)
     graph_keys = _graph_keys(
         graphs_path,
@@ -233,6 +260,12 @@ def prepare(
         if previous is not None
         else (vocabulary or GeneVocabulary(genes, n_bins=n_bins))
     )
+    if not set(genes) & set(vocabulary.genes):
+        raise InputError(
+            f"{counts_path}: none of its {len(genes)} genes (e.g. {', '.join(genes[:3])}) is in "
+            f"the cell store's vocabulary (e.g. {', '.join(vocabulary.genes[:3])}): every cell "
+            "would be empty. Are both in the same kind of gene id?"
+        )
     group = zarr.open_group(cells_path, mode="a")
     if previous is None:
         _create(group, vocabulary)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from netinfer.io import InputError, require_obs_column
+from netinfer.io import InputError
+from netinfer.sc.validate import require_obs_column
 
 
 @njit(cache=True)

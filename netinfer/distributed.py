@@ -40,7 +40,15 @@ def prepare_client(
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        remote = Client(scheduler)
+        try:
+            remote = Client(scheduler)
+        except OSError as error:  # a wrong or stopped address: the user's to fix
+            from netinfer.io import InputError
+
+            raise InputError(
+                f"{scheduler}: no Dask scheduler answers there (--scheduler): {error}. Start "
+                "one (dask scheduler), or leave --scheduler out to run on local workers"
+            ) from None
         return remote, remote.close
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
@@ -48,12 +56,35 @@ def prepare_client(
         n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
     )
     local = Client(cluster)
+    # our workers' stderr is the command's: an input error is reported once, by the command
+    local.register_plugin(_quiet_input_errors_plugin()())
 
     def close() -> None:
         local.close()
         cluster.close()
 
     return local, close
+
+
+def _not_an_input_error(record) -> bool:
+    return "InputError(" not in record.getMessage()
+
+
+def _quiet_input_errors_plugin():
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietInputErrors(WorkerPlugin):
+        """Drops a worker's "Compute Failed" log (with its traceback) of a task that raised an
+        InputError: the command that submitted the task gets the error and prints its message."""
+
+        name = "netinfer-quiet-input-errors"
+
+        def setup(self, worker) -> None:
+            import logging
+
+            logging.getLogger("distributed.worker").addFilter(_not_an_input_error)
+
+    return QuietInputErrors
 
 
 def map_ordered(client, function, items, *, broadcast: dict, on_done: Callable[[], None]):

@@ -27,7 +27,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from netinfer.io import InputError, require_obs_column
+from netinfer.io import InputError
+from netinfer.sc.validate import validate_counts
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def integrate(
     min_overlap: float = 0.5,
     seed: int = 0,
     overwrite: bool = False,
+    allow_empty: bool = False,
 ) -> IntegrationResult:
     """Give every query cell a regulatory graph without reading its label (see module docstring).
 
@@ -352,6 +354,12 @@ def integrate(
         Seed of the PCA and of the held-out split for the accuracy.
     overwrite
         Replace an earlier integration of the same name.
+    allow_empty
+        Store the integration even when every query cell's graph is empty (by default an
+        error, and the store is left unchanged).
+
+    Both data sets are checked first (``netinfer.sc.validate``: ids, finite raw counts, the
+    reference's labels; reference cells without a label are left out with a warning).
 
     Returns
     -------
@@ -364,7 +372,19 @@ def integrate(
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
-    require_obs_column(reference, cell_type_key, "<reference>")
+    if n_pcs < 1:
+        raise ValueError(f"n_pcs must be at least 1, not {n_pcs}")
+    validate_counts(query, "<query>", command="integrate")  # its labels are never read
+    _, labelled = validate_counts(
+        reference, "<reference>", command="integrate", cell_type_key=cell_type_key
+    )
+    if not labelled.all():
+        reference = reference[labelled]
+    if not 1 <= k < reference.n_obs:
+        raise InputError(
+            f"<reference>: k={k} neighbours need more reference cells than k (it has "
+            f"{reference.n_obs} labelled cells); give a smaller --k or more reference cells"
+        )
     shared = reference.var_names.intersection(query.var_names)
     overlap = len(shared) / reference.n_vars
     if overlap < min_overlap:
@@ -438,6 +458,13 @@ def integrate(
         "alpha": alpha,
         "n_pcs": n_comps,
     }
+    if not allow_empty and not sizes[graph_index].any():
+        raise InputError(
+            f"<query>: every one of its {query.n_obs} cells would get an empty graph: no edge "
+            f"of the {len(types)} cell-type networks ({len(networks.rows)} edges in all) has an "
+            f"exclusion probability <= alpha={alpha} for them. Check the networks (netinfer "
+            "store ls), raise alpha, or pass allow_empty (--allow-empty) to store empty graphs"
+        )
     writer.publish(
         cells=query.obs_names.astype(str).to_numpy(),
         graph_index=graph_index,

@@ -13,6 +13,7 @@ import io
 import os
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -49,22 +50,6 @@ class InputError(ValueError):
     The message always starts with the file path (or ``'<array>'`` for in-memory data) and names
     the row/gene/sample and the problem.
     """
-
-
-def require_obs_column(adata, key: str | None, where: str = "<data>", flag: str | None = None):
-    """Raise an :class:`InputError` unless ``adata.obs`` has the column ``key`` (``None``
-    counts as missing). The message starts with ``where`` (the file, or a placeholder such as
-    ``<data>``) and lists the columns there; with ``flag`` (the option that named the column),
-    it also says to pass one of them with it."""
-    if key is not None and key in adata.obs:
-        return
-    columns = ", ".join(map(str, adata.obs.columns)) or "none"
-    if flag is None:
-        raise InputError(f"{where}: no obs column {key!r}; columns are: {columns}")
-    raise InputError(
-        f"{where}: no obs column {key!r} ({flag}); its obs columns are: {columns}. "
-        f"Pass one of them with {flag}"
-    )
 
 
 # eq=False: field-wise ``==`` on numpy arrays is ambiguous, so compare by identity.
@@ -458,7 +443,7 @@ NETWORK_HEADERS = {
 }
 
 
-def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_network(path: str | os.PathLike[str], *, with_lines: bool = False):
     """Read an ARACNe-AP (``Regulator Target MI pvalue``) or ARACNe3 consolidated network file.
 
     Parameters
@@ -466,16 +451,23 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
     path
         Tab-separated network file, optionally gzipped; the format is detected from its header.
 
+    with_lines
+        Also return each row's line number in the file (for messages of later checks).
+
     Returns
     -------
     DataFrame with ``regulator``, ``target``, ``mi`` and, as the file has them, ``pvalue``,
-    ``scc``, ``count`` and ``log_p`` (ARACNe3's ``pvalue`` is derived as exp(log_p)).
+    ``scc``, ``count`` and ``log_p`` (ARACNe3's ``pvalue`` is derived as exp(log_p)); with
+    ``with_lines``, also the line numbers.
     """
     source = os.fspath(path)
     _require_file(source)
-    with _open_text(source) as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
-        rows = [line.rstrip("\r\n").split("\t") for line in handle]
+    try:
+        with _open_text(source) as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
+            rows = [line.rstrip("\r\n").split("\t") for line in handle]
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"{source}: cannot read as UTF-8 text ({exc})") from None
     formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header == list(cols)}
     if not formats:
         expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())
@@ -483,7 +475,7 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{source}: line 1: unknown network header {header!r}; expected one of: {expected}"
         )
     columns = next(iter(formats.values()))
-    body = []
+    body, lines = [], []
     for number, fields in enumerate(rows, start=2):
         if fields == [""]:
             continue
@@ -493,6 +485,7 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
                 f"{len(fields)}: {chr(9).join(fields)[:200]!r}"
             )
         body.append(fields)
+        lines.append(number)
     table = pd.DataFrame(body, columns=list(columns.values()))
     for column in table.columns[2:]:
         values = pd.to_numeric(table[column], errors="coerce")
@@ -500,13 +493,13 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
         if bad.size:
             row = int(bad[0])
             raise InputError(
-                f"{source}: line {row + 2}, column {column!r}: {table[column].iloc[row]!r} is not "
-                "a number"
+                f"{source}: line {lines[row]}, column {column!r}: {table[column].iloc[row]!r} is "
+                "not a number"
             )
         table[column] = values
     if "log_p" in table.columns:
         table["pvalue"] = np.exp(table["log_p"])
-    return table
+    return (table, np.asarray(lines)) if with_lines else table
 
 
 def _write_table(edges: pd.DataFrame, path: str | os.PathLike[str], header: dict[str, str]) -> None:

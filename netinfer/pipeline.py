@@ -56,7 +56,8 @@ from tqdm.auto import tqdm
 
 from netinfer.aracne import aracne, check_estimator
 from netinfer.integrate import exclusion_probabilities
-from netinfer.io import InputError, atomic_write, require_obs_column
+from netinfer.io import InputError, atomic_write
+from netinfer.sc.validate import require_cells_after_qc, validate_counts
 
 CLUSTER_KEY = "netinfer_cluster"
 # defaults chosen on SERGIO simulations (bench/celltype_defaults.py, docs/defaults.md)
@@ -430,7 +431,9 @@ def run_cluster_job(job: ClusterJob) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent regulators / constant genes
-        result = aracne(job.X, job.genes, list(job.regulators), **job.options)
+        # messages name the cluster (the command line puts the file for <AnnData>)
+        where = f"<AnnData>: cell type {job.cell_type!r}, cluster {job.cluster}"
+        result = aracne(job.X, job.genes, list(job.regulators), source=where, **job.options)
     return result.edges, result.recurrence
 
 
@@ -558,8 +561,11 @@ def celltype_networks(
     """
     started = time.perf_counter()
     check_estimator(estimator)  # before QC and clustering, not in the first cluster job
-    if cell_type_key is not None:
-        require_obs_column(adata, cell_type_key, "<AnnData>")
+    _, labelled = validate_counts(
+        adata, "<AnnData>", command="celltype_networks", cell_type_key=cell_type_key
+    )
+    if not labelled.all():  # cells without a label are left out (validate warned)
+        adata = adata[labelled]
     genes = adata.var_names.astype(str).to_numpy()
     present = [r for r in dict.fromkeys(map(str, regulators)) if r in set(genes)]
     if not present:
@@ -571,6 +577,7 @@ def celltype_networks(
     cells, qc = quality_control(
         adata, min_counts=min_counts, max_counts=max_counts, trim=trim, min_genes=min_genes
     )
+    require_cells_after_qc(qc, "<AnnData>")
     report = {"qc": qc, "regulators": len(present), "genes": int(len(genes)), "cell_types": {}}
     profiles = normalize(cells.X)
     if cell_type_key is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from netinfer.io import InputError, _open_text
+from netinfer.io import InputError, _open_text, _require_file
 
 __all__ = [
     "HINT_HEADERS",
@@ -745,11 +745,6 @@ def restrict_to_genes(table: PPITable, genes: Iterable[str]) -> PPITable:
         )
     report["summary"] = f"{report.get('summary', '')} {sentence}".strip()
     return PPITable(edges=kept, report=report, sources=list(table.sources))
-
-
-def _require_file(source: str) -> None:
-    if not Path(source).is_file():
-        raise InputError(f"{source}: no such file")
 
 
 def _n_genes(edges: pd.DataFrame) -> int:

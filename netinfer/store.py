@@ -42,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from netinfer.io import InputError, read_network, write_aracne3, write_aracne_ap
+from netinfer.sc.validate import check_edges
 
 SCHEMA_VERSION = 1
 ROOT_KEY = "netinfer_graph_store"
@@ -161,11 +162,8 @@ class AssignmentWriter:
         self._store = store
         self.name = name
         self.key = uuid.uuid4().hex
-        self._group = store._group.create_group(f"assignments/{self.key}")
-        self._group.create_group("graphs")
-        self._edges = self._group.create_array(
-            "graphs/edges", shape=(0,), dtype=np.int32, chunks=(CHUNK,)
-        )
+        self._group = None  # created at the first write: a writer given up before then
+        self._edges = None  # (e.g. on an input error) leaves the store's bytes unchanged
         self._offsets = [0]
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
@@ -186,8 +184,18 @@ class AssignmentWriter:
             self._flush()
         return self.n_graphs - 1
 
+    def _open(self):
+        if self._group is None:
+            self._group = self._store._group.create_group(f"assignments/{self.key}")
+            self._group.create_group("graphs")
+            self._edges = self._group.create_array(
+                "graphs/edges", shape=(0,), dtype=np.int32, chunks=(CHUNK,)
+            )
+        return self._group
+
     def _flush(self) -> None:
         if self._buffer:
+            self._open()
             self._edges.append(np.concatenate(self._buffer))
             self._buffer, self._buffered = [], 0
 
@@ -219,7 +227,6 @@ class AssignmentWriter:
         params
             How the assignment was made (JSON-serializable).
         """
-        self._flush()
         arrays = {
             "cells": np.asarray(cells, dtype=str),
             "graph_index": np.asarray(graph_index, dtype=np.int32),
@@ -257,7 +264,8 @@ class AssignmentWriter:
         for failed, message in problems:
             if failed:
                 raise ValueError(f"assignment {self.name!r}: {message}")
-        self._group.create_group("edges")
+        self._flush()
+        self._open().create_group("edges")
         for path, values in arrays.items():
             chunks = (max(1, min(CHUNK, values.shape[0])),) + values.shape[1:]
             dtype = str if values.dtype.kind == "U" else values.dtype
@@ -679,21 +687,18 @@ class GraphStore:
             raise ValueError(f"graph names must be non-empty without '/', not {name!r}")
         table = _edge_table(edges, genes)
         weight = weight or next((c for c in ("mi", "score", "weight") if c in table.columns), None)
+        if weight is not None and weight not in table.columns:
+            raise InputError(f"{name}: no column {weight!r} for weight=; columns: {list(table)}")
+        # other attributes may hold NaN on purpose (e.g. a consensus' untested q-values)
+        check_edges(table, name, directed=directed, finite=[weight] if weight else [])
+        recorded_sources = [file_checksum(s) for s in sources]  # before the first write
         endpoints = pd.unique(pd.concat([table["source"], table["target"]]))
         lookup = dict(zip(endpoints, self.add_genes(endpoints)))
         rows = table["source"].map(lookup).to_numpy(np.int64)
         cols = table["target"].map(lookup).to_numpy(np.int64)
         if not directed:  # one entry per unordered pair, lower index first
             rows, cols = np.minimum(rows, cols), np.maximum(rows, cols)
-        pair = rows * len(self.genes) + cols
-        order = np.argsort(pair, kind="stable")
-        duplicated = np.flatnonzero(np.diff(pair[order]) == 0)
-        if duplicated.size:
-            first = table.iloc[order[duplicated[0]]]
-            raise InputError(
-                f"{name}: {duplicated.size} duplicated edge(s), e.g. {first['source']} -> "
-                f"{first['target']}" + ("" if directed else " (undirected: either order)")
-            )
+        order = np.argsort(rows * len(self.genes) + cols, kind="stable")
         n_genes = len(self.genes)
         rows, cols = rows[order], cols[order]
         values = table[weight].to_numpy(np.float64)[order] if weight else np.ones(rows.size)
@@ -740,7 +745,7 @@ class GraphStore:
                 "weight": weight,
                 "edge_attrs": sorted(attrs),
                 "n_edges": int(rows.size),
-                "sources": [file_checksum(s) for s in sources],
+                "sources": recorded_sources,
                 "params": json.loads(json.dumps(params or {}, default=str)),
                 "tool_version": _tool_version(),
                 "created": _now(),
@@ -759,9 +764,20 @@ class GraphStore:
             del self._group[f"graphs/{replaced['key']}"]
         self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
 
-    def add_network_file(self, name: str, path, *, kind: str = "grn", **options) -> None:
-        """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source)."""
-        self.add_graph(name, read_network(path), kind=kind, sources=[path], **options)
+    def add_network_file(
+        self, name: str, path, *, kind: str = "grn", allow_empty: bool = False, **options
+    ) -> None:
+        """Add an ARACNe-AP or ARACNe3 network file (recorded as the graph's source); the file
+        is checked whole (ids, finite numbers, no edge twice) before the store is changed. A
+        file without edges is refused unless ``allow_empty``."""
+        table, lines = read_network(path, with_lines=True)
+        check_edges(table.rename(columns={"regulator": "source"}), os.fspath(path), lines=lines)
+        if table.empty and not allow_empty:
+            raise InputError(
+                f"{os.fspath(path)}: no edge after its header line; pass allow_empty "
+                "(--allow-empty) to store an empty network"
+            )
+        self.add_graph(name, table, kind=kind, sources=[path], **options)
 
     def assignment_writer(self, name: str, *, overwrite: bool = False) -> AssignmentWriter:
         """Start storing per-cell graphs under ``name``: add graphs one by one (streamed to disk,
@@ -1115,31 +1131,49 @@ def _refuse_foreign(url: str) -> None:
 
 
 def _acquire_lock(url: str) -> Callable[[], None]:
-    """Create the writer lock file, or raise StoreError naming who holds it; return its release."""
+    """Create the writer lock file, naming its holder (host, process id, time); return its
+    release. A lock whose holder was a process of this host that is gone (killed, crashed) is
+    taken over, with a warning saying so; a live holder, or one on another host, is refused
+    with a StoreError naming it."""
     from fsspec.implementations.local import LocalFileSystem
 
     fs, path = _fs_and_path(url)
     fs.makedirs(path, exist_ok=True)
     lock = f"{path}/{LOCK_NAME}"
     owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": _now()})
-    try:
-        if isinstance(fs, LocalFileSystem):
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(owner)
-        else:  # object stores have no exclusive create: best effort
-            if fs.exists(lock):
-                raise FileExistsError(lock)
-            fs.pipe_file(lock, owner.encode())
-    except FileExistsError:
+    for attempt in range(2):
         try:
-            holder = fs.cat_file(lock).decode()
-        except OSError:
-            holder = "unknown"
-        raise StoreError(
-            f"{url}: another writer holds the store ({holder}). Wait for it to finish; if that "
-            f"process is gone, delete {lock}"
-        ) from None
+            if isinstance(fs, LocalFileSystem):
+                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(owner)
+            else:  # object stores have no exclusive create: best effort
+                if fs.exists(lock):
+                    raise FileExistsError(lock)
+                fs.pipe_file(lock, owner.encode())
+            break
+        except FileExistsError:
+            try:
+                holder = fs.cat_file(lock).decode()
+            except OSError:  # released meanwhile: try again
+                holder = None
+            if holder is not None and (
+                attempt or not _stale(holder) or not _remove_stale(fs, lock, holder)
+            ):
+                raise StoreError(
+                    f"{url}: another writer holds the store ({holder}). Wait for it to finish; "
+                    "if that process is gone (a lock from another host cannot be checked from "
+                    f"here), delete {lock}"
+                ) from None
+            if holder is not None:
+                import warnings
+
+                warnings.warn(
+                    f"{url}: took over the writer lock of a process that is gone ({holder}); "
+                    "its unfinished writes were never published",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def release() -> None:
         try:
@@ -1148,3 +1182,48 @@ def _acquire_lock(url: str) -> Callable[[], None]:
             pass
 
     return release
+
+
+def _stale(holder: str) -> bool:
+    """Whether a lock's holder (its JSON) was a process of this host that no longer runs: no
+    process has its id, or one that started after the lock was taken (the id was reused), or a
+    killed child its parent has not reaped yet."""
+    try:
+        record = json.loads(holder)
+        host, pid = record["host"], int(record["pid"])
+        since = datetime.datetime.fromisoformat(record["since"]).timestamp()
+    except (ValueError, KeyError, TypeError):
+        return False  # not ours to judge
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    try:  # Linux: the process's state and start time (field 22, clock ticks after boot)
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as stat:
+            boot = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
+    except (OSError, IndexError, StopIteration):
+        return False
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] == "Z" or started > since + 2  # "since" has whole seconds
+
+
+def _remove_stale(fs, lock: str, holder: str) -> bool:
+    """Remove a stale lock unless another process took it over first (then its content changed);
+    whether it was removed. The lock is moved aside first, so that of two processes taking
+    over, only one removes it."""
+    aside = f"{lock}.{uuid.uuid4().hex}"
+    try:
+        fs.mv(lock, aside)
+    except FileNotFoundError:
+        return True  # someone else removed it: try to create ours
+    if fs.cat_file(aside).decode() != holder:  # a live writer's fresh lock: put it back
+        fs.mv(aside, lock)
+        return False
+    fs.rm_file(aside)
+    return True

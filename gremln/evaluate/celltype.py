@@ -29,7 +29,7 @@ from gremln.evaluate import (
     summarize,
     write_result,
 )
-from netinfer.io import require_obs_column
+from netinfer.sc.validate import require_obs_column
 
 EVALUATION = "celltype"
 FIGURE = "celltype_confusion.png"

@@ -46,7 +46,8 @@ from gremln.evaluate import (
     summarize,
     write_result,
 )
-from netinfer.io import InputError, require_obs_column
+from netinfer.io import InputError
+from netinfer.sc.validate import require_obs_column
 
 EVALUATION = "edges"
 FIGURES = ("edges_roc.png", "edges_precision_recall.png")

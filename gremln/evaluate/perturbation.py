@@ -48,7 +48,8 @@ from gremln.evaluate.celltype import (
     linear_probe,
     plot_confusion,
 )
-from netinfer.io import InputError, require_obs_column
+from netinfer.io import InputError
+from netinfer.sc.validate import require_obs_column
 
 EVALUATION = "perturbation"
 FIGURE = "perturbation_confusion.png"

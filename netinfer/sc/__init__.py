@@ -1,0 +1,1 @@
+"""AnnData in and out: the input checks every single-cell command shares (``validate``)."""
