@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from cli.gremln import main as gremln_main
 from gremln.cellstore import CellStore, prepare
 from gremln.data import CellDataset, ShardSpec
 from gremln.model import GremlnConfig, GremlnModel
-from gremln.train import NonFiniteLoss, TrainConfig, lr_factor, train
+from gremln.train import NonFiniteLoss, TrainConfig, gene_entropy, lr_factor, train
 
 TINY = dict(d_model=32, n_layers=2, n_heads=4, batch_size=16, num_workers=0, device="cpu")
 
@@ -96,10 +97,27 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
         "lr",
         "cells_per_s",
         "unigram_entropy",
+        "gene_entropy",
+        "query_change",
     ]
+    for row in rows:  # knowing the gene helps; the diffusion moves the queries (validation)
+        assert float(row["gene_entropy"]) < float(row["unigram_entropy"])
+        assert (row["query_change"] == "") == (row["split"] == "train")
+        assert row["split"] == "train" or 0 < float(row["query_change"]) < 0.2
     assert {(r["step"], r["split"]) for r in rows} >= {("150", "val_seen"), ("300", "val_unseen")}
     model = GremlnModel.from_pretrained(tmp_path / "run" / "model")
     assert model.vocabulary.genes == CellStore.open(cells).vocabulary.genes
+
+
+def test_gene_entropy_against_a_hand_count():
+    # gene 7: bins 1, 1, 2, 2 -> ln 2 each; gene 9: bins 3, 3 -> 0; gene 4: bin 1 -> 0
+    genes = np.array([7, 9, 7, 4, 7, 9, 7])
+    bins = np.array([1, 3, 2, 1, 1, 3, 2])
+    assert gene_entropy(genes, bins) == pytest.approx(4 * math.log(2) / 7, abs=1e-15)
+    # one gene with bins 1, 1, 1, 2: -(3/4 ln 3/4 + 1/4 ln 1/4)
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert gene_entropy(np.full(4, 5), np.array([1, 2, 1, 1])) == pytest.approx(expected)
+    assert gene_entropy(np.empty(0, int), np.empty(0, int)) == 0.0
 
 
 def test_resume_continues_exactly(stores, tmp_path):
