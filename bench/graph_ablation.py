@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 import warnings
@@ -196,12 +197,19 @@ def collectri_edges(genes: Sequence[str]) -> pd.DataFrame:
 
 def build_inputs(adata, truth, work: Path, graph_names: set[str], *, seed: int = 0) -> dict:
     """The graph store (truth, shuffle, cell-type networks, CollecTRI and its shuffle, as the
-    conditions need) and one cell store per graph: the same cells, tokens and splits."""
+    conditions need) and one cell store per graph: the same cells, tokens and splits. Kept in
+    ``work`` (``inputs.json``) and reused while it holds every graph asked for."""
     from gremln.cellstore import prepare
     from netinfer.datasets import human_tfs
     from netinfer.pipeline import celltype_networks
     from netinfer.store import GraphStore
 
+    record = work / "inputs.json"
+    if record.exists():
+        kept = json.loads(record.read_text())
+        if graph_names <= set(kept["cells"]):
+            cells = {name: Path(path) for name, path in kept["cells"].items()}
+            return {"graphs": Path(kept["graphs"]), "cells": cells, "edges": kept["edges"]}
     adata.write_h5ad(work / "counts.h5ad")
     graphs = work / "graphs.zarr"
     sizes = {}
@@ -250,7 +258,9 @@ def build_inputs(adata, truth, work: Path, graph_names: set[str], *, seed: int =
                 n_bins=11,
                 seed=seed,
             )
-    return {"graphs": graphs, "cells": stores, "edges": sizes}
+    inputs = {"graphs": graphs, "cells": stores, "edges": sizes}
+    record.write_text(json.dumps(inputs, default=str))
+    return inputs
 
 
 def train_condition(name: str, inputs: dict, out: Path, *, size: dict, seed: int, beta: float):
@@ -323,8 +333,11 @@ def read_curves(run: Path) -> dict[str, list[tuple[int, dict]]]:
 
 def winner(losses: dict[str, list[float]]) -> tuple[str | None, float]:
     """The condition whose mean loss is below every other's by more than the largest spread
-    (max - min over seeds) of any condition; ``None`` when there is none."""
+    (max - min over seeds) of any condition; ``None`` when there is none, or one seed only (no
+    spread to compare with)."""
     spread = max(max(v) - min(v) for v in losses.values())
+    if min(len(v) for v in losses.values()) < 2:
+        return None, float("nan")
     means = {name: float(np.mean(v)) for name, v in losses.items()}
     best = min(means, key=means.get)
     others = [m for name, m in means.items() if name != best]
@@ -404,21 +417,30 @@ def markdown(rows: list[dict], best: str | None, spread: float) -> str:
         for key in keys:
             value = row.get(key, "")
             if isinstance(value, tuple):
-                cells.append(f"{value[0]:.3f} ± {value[1] / 2:.3f}")
+                cells.append(" ± ".join(_number(v) for v in (value[0], value[1] / 2)))
             elif isinstance(value, list):
                 cells.append(", ".join("never" if v is None else str(v) for v in value))
             else:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    verdict = (
-        f"**{best}** won: its mean held-out (val_seen) loss is below every other condition's by "
-        f"more than the largest seed spread ({spread:.3f})."
-        if best
-        else f"**No condition won**: no mean held-out (val_seen) loss is below all others by more "
-        f"than the largest seed spread ({spread:.3f})."
-    )
+    if spread != spread:  # NaN: one seed
+        verdict = "One seed: no spread between seeds, so the win rule does not apply."
+    elif best:
+        verdict = (
+            f"**{best}** won: its mean held-out (val_seen) loss is below every other "
+            f"condition's by more than the largest seed spread ({spread:.3f})."
+        )
+    else:
+        verdict = (
+            f"**No condition won**: no mean held-out (val_seen) loss is below all others by "
+            f"more than the largest seed spread ({spread:.3f})."
+        )
     note = "(values: mean ± half the spread between seeds; steps per seed)"
     return "\n".join(lines) + f"\n\n{note}\n\n{verdict}\n"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.1e}"
 
 
 def plot_curves(curves: dict, path: Path) -> None:
@@ -454,18 +476,22 @@ def run_experiment(
     seeds: Sequence[int],
     beta: float,
     dependence: bool = True,
+    inputs_for: Sequence[str] = (),
 ) -> dict:
-    """Build the inputs, train every condition at every seed, and summarize (see the module
+    """Build the inputs (also those of the conditions ``inputs_for``, so that later runs in
+    ``work`` reuse them), train every condition at every seed, and summarize (see the module
     docstring); returns the rows, the verdict, the curves and the Markdown text."""
     work.mkdir(parents=True, exist_ok=True)
-    graph_names = {CONDITIONS[name][0] for name in conditions}
+    graph_names = {CONDITIONS[name][0] for name in [*conditions, *inputs_for]}
     begun = time.perf_counter()
     inputs = build_inputs(adata, truth, work, graph_names)
     inputs_s = time.perf_counter() - begun
     runs = {name: {} for name in conditions}
     for name in conditions:
         for seed in seeds:
-            out = work / "runs" / f"{name.replace(' ', '-')}-beta{beta}-seed{seed}"
+            diffused = CONDITIONS[name][1] in ("diffusion", "both")
+            label = name.replace(" ", "-") + (f"-beta{beta}" if diffused else "")
+            out = work / "runs" / f"{label}-seed{seed}"  # runs without diffusion: shared
             started = time.perf_counter()
             train_condition(name, inputs, out, size=size, seed=seed, beta=beta)
             runs[name][seed] = out
@@ -492,7 +518,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
     parser.add_argument("--conditions", help="comma-separated (default: all of the data's)")
     parser.add_argument(
-        "--beta", type=float, default=None, help="diffusion time (default: the model's default)"
+        "--beta",
+        default=None,
+        help="diffusion time, or several comma-separated (a sweep: one table each; default: "
+        "the model's default)",
     )
     parser.add_argument("--steps", type=int, help="override the size's steps")
     parser.add_argument("--seeds", default="0,1,2")
@@ -504,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from gremln.model import Architecture
 
-    beta = Architecture().beta if args.beta is None else args.beta
+    betas = [Architecture().beta] if args.beta is None else [float(b) for b in args.beta.split(",")]
     size = dict(SIZES[args.size])
     if args.steps:
         size["steps"] = args.steps
@@ -515,32 +544,37 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         adata, truth = pbmc68k_counts(), None
         adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str)
-        conditions = PBMC
+        defaults = PBMC
     else:
         adata, truth = simulated_counts(**SIMULATIONS[args.data])
-        conditions = SIMULATED
+        defaults = SIMULATED
+    conditions = defaults
     if args.conditions:
         conditions = [c.strip() for c in args.conditions.split(",")]
     work = Path(args.work) / args.data
-    result = run_experiment(
-        adata,
-        truth,
-        work,
-        conditions=conditions,
-        size=size,
-        seeds=seeds,
-        beta=beta,
-        dependence=not args.no_dependence,
-    )
-    header = (
-        f"{args.data}: {adata.n_obs} cells x {adata.n_vars} genes, "
-        f"{adata.obs['cell_type'].nunique()} types; graphs (edges): {result['edges']}; "
-        f"beta {beta}; {size['steps']} steps, seeds {seeds}, model {size['model']}; "
-        f"total {time.perf_counter() - started:.0f} s\n\n"
-    )
-    print(header + result["text"])
-    if args.out:
-        Path(args.out).write_text(header + result["text"])
+    text = ""
+    for beta in betas:
+        result = run_experiment(
+            adata,
+            truth,
+            work,
+            conditions=conditions,
+            size=size,
+            seeds=seeds,
+            beta=beta,
+            dependence=not args.no_dependence,
+            inputs_for=defaults,
+        )
+        result["figure"].rename(work / f"loss_curves_beta{beta}.png")
+        text += (
+            f"{args.data}: {adata.n_obs} cells x {adata.n_vars} genes, "
+            f"{adata.obs['cell_type'].nunique()} types; graphs (edges): {result['edges']}; "
+            f"beta {beta}; {size['steps']} steps, seeds {seeds}, model {size['model']}; "
+            f"{time.perf_counter() - started:.0f} s so far\n\n{result['text']}\n"
+        )
+        print(text, flush=True)
+        if args.out:
+            Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":

@@ -112,14 +112,18 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
 
 
 def test_gene_entropy_against_a_hand_count():
-    # gene 7: bins 1, 1, 2, 2 -> ln 2 each; gene 9: bins 3, 3 -> 0; gene 4: bin 1 -> 0
+    # 3 bins; gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position is
+    # predicted from its gene's other positions plus one pseudo-count per bin:
+    # gene 7: n_g - 1 + 3 = 6, each position p = 2 / 6; gene 9: 2 / 4; gene 4: 1 / 3
     genes = np.array([7, 9, 7, 4, 7, 9, 7])
-    bins = np.array([1, 3, 2, 1, 1, 3, 2])
-    assert gene_entropy(genes, bins) == pytest.approx(4 * math.log(2) / 7, abs=1e-15)
-    # one gene with bins 1, 1, 1, 2: -(3/4 ln 3/4 + 1/4 ln 1/4)
-    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    assert gene_entropy(np.full(4, 5), np.array([1, 2, 1, 1])) == pytest.approx(expected)
-    assert gene_entropy(np.empty(0, int), np.empty(0, int)) == 0.0
+    bins = np.array([1, 0, 2, 1, 1, 0, 2])
+    expected = -(4 * math.log(2 / 6) + 2 * math.log(2 / 4) + math.log(1 / 3)) / 7
+    assert gene_entropy(genes, bins, 3) == pytest.approx(expected, abs=1e-15)
+    # many positions: the plug-in entropy of the gene's bins (here one gene, 3:1 over 2 bins)
+    many = np.array([0, 0, 0, 1] * 2500)
+    plug_in = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert gene_entropy(np.full(many.size, 5), many, 2) == pytest.approx(plug_in, abs=1e-3)
+    assert gene_entropy(np.empty(0, int), np.empty(0, int), 3) == 0.0
 
 
 def test_resume_continues_exactly(stores, tmp_path):
