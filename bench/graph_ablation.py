@@ -87,8 +87,10 @@ SIMULATED = [
 ]
 PBMC = ["inferred", "collectri", "collectri shuffle", "vanilla"]
 
-#: the two SERGIO simulations, sharing nothing but the generator: settings are chosen on the
-#: smaller one and reported on the other (344 and 343 genes in RegNetwork before detection)
+#: the two SERGIO simulations, sharing nothing but the generator: settings are chosen on
+#: ``choose`` and reported on ``report`` (other hubs, another seed). ``report-full`` is the size
+#: the issue asks for (343 RegNetwork genes, 4 types x 1,000 cells); SERGIO alone took over 25
+#: minutes on the shared 2-core machine without finishing, so the CPU table uses ``report``.
 SIMULATIONS = {
     "choose": dict(
         hubs=("STAT3", "MYC", "TP53", "JUN", "E2F1", "SP1"),
@@ -98,6 +100,13 @@ SIMULATIONS = {
         seed=1,
     ),
     "report": dict(
+        hubs=("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3"),
+        targets_per_hub=40,
+        n_types=4,
+        cells_per_type=300,
+        seed=2,
+    ),
+    "report-full": dict(
         hubs=("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3"),
         targets_per_hub=60,
         n_types=4,
@@ -514,7 +523,7 @@ def run_experiment(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=["report", "choose", "pbmc68k"], default="report")
+    parser.add_argument("--data", choices=[*SIMULATIONS, "pbmc68k"], default="report")
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
     parser.add_argument("--conditions", help="comma-separated (default: all of the data's)")
     parser.add_argument(
