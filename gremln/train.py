@@ -173,11 +173,12 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
     """Loss of a model that knows each masked gene but not the cell: H(bin | gene), estimated
     out of sample.
 
-    Each position's bin is predicted from its gene's bin counts among the *other* positions,
-    with one pseudo-count per bin (leave-one-out, add-one): ``p = n_gb / (n_g - 1 + n_bins)``
-    for a position of gene g in bin b. Unlike the plug-in entropy of the same counts, which is
-    far too optimistic when each gene has few masked positions, this is a loss such a model
-    reaches on unseen positions.
+    Each position's bin is predicted from its gene's bins at the *other* positions, shrunk
+    toward the bins of all other positions with ``n_bins`` pseudo-positions (leave-one-out):
+    ``p = (n_gb - 1 + n_bins u_b) / (n_g - 1 + n_bins)`` with ``u_b = (N_b - 1) / (N - 1)``.
+    A gene seen once is predicted by the unigram frequencies; a gene seen often by its own.
+    Unlike the plug-in entropy of the same counts, far too low when genes have few masked
+    positions, this is a loss such a model reaches on unseen positions.
 
     Parameters
     ----------
@@ -196,7 +197,10 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
     pairs, pair_counts = np.unique(np.stack([genes, bins]), axis=1, return_counts=True)
     _, gene_of_pair = np.unique(pairs[0], return_inverse=True)
     gene_counts = np.bincount(gene_of_pair, weights=pair_counts)  # positions per gene
-    held_out = pair_counts / (gene_counts[gene_of_pair] - 1 + n_bins)
+    bin_counts = np.bincount(bins, minlength=n_bins)[pairs[1]]  # positions per bin
+    others = max(genes.size - 1, 1)
+    unigram = np.where(genes.size > 1, (bin_counts - 1) / others, 1.0 / n_bins)
+    held_out = (pair_counts - 1 + n_bins * unigram) / (gene_counts[gene_of_pair] - 1 + n_bins)
     return float(-(pair_counts * np.log(held_out)).sum() / genes.size)
 
 

@@ -112,13 +112,15 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
 
 
 def test_gene_entropy_against_a_hand_count():
-    # 3 bins; gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position is
-    # predicted from its gene's other positions plus one pseudo-count per bin:
-    # gene 7: n_g - 1 + 3 = 6, each position p = 2 / 6; gene 9: 2 / 4; gene 4: 1 / 3
+    # 3 bins; 7 positions: gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position
+    # is predicted from its gene's other positions plus 3 pseudo-positions spread like the other
+    # positions' bins (bin 0: 2 of 7, bin 1: 3, bin 2: 2; leave-one-out: (N_b - 1) / 6):
+    # gene 7, bin 1: (1 + 3 * 2/6) / (3 + 3) = 2/6; bin 2: (1 + 3 * 1/6) / 6 = 1.5/6
+    # gene 9, bin 0: (1 + 3 * 1/6) / (1 + 3) = 1.5/4; gene 4, bin 1: (0 + 3 * 2/6) / 3 = 1/3
     genes = np.array([7, 9, 7, 4, 7, 9, 7])
     bins = np.array([1, 0, 2, 1, 1, 0, 2])
-    expected = -(4 * math.log(2 / 6) + 2 * math.log(2 / 4) + math.log(1 / 3)) / 7
-    assert gene_entropy(genes, bins, 3) == pytest.approx(expected, abs=1e-15)
+    logs = 2 * math.log(2 / 6) + 2 * math.log(1.5 / 6) + 2 * math.log(1.5 / 4) + math.log(1 / 3)
+    assert gene_entropy(genes, bins, 3) == pytest.approx(-logs / 7, abs=1e-15)
     # many positions: the plug-in entropy of the gene's bins (here one gene, 3:1 over 2 bins)
     many = np.array([0, 0, 0, 1] * 2500)
     plug_in = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
