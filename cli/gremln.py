@@ -112,6 +112,21 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--layers", type=int, metavar="L", help="transformer blocks (default 3)")
     train.add_argument("--heads", type=int, metavar="H", help="attention heads (default 8)")
     train.add_argument("--beta", type=float, help="diffusion time (default 0.1)")
+    train.add_argument(
+        "--learn-beta",
+        action="store_true",
+        default=None,
+        help="learn a diffusion time per head and block, starting at --beta",
+    )
+    train.add_argument(
+        "--beta-max", type=float, help="largest learned diffusion time (default 5; sets K)"
+    )
+    train.add_argument(
+        "--diffuse",
+        choices=["query", "query_key_value", "input"],
+        help="what diffusion attention diffuses: the queries (default, the paper), queries keys "
+        "and values, or the block's input",
+    )
     train.add_argument("--batch-size", type=int, metavar="B", help="cells per process and step")
     train.add_argument("--max-length", type=int, help="genes per cell at most (default 2048)")
     train.add_argument("--max-steps", type=int, metavar="N", help="steps (default 10000)")
@@ -682,7 +697,8 @@ def _demo(args, console: Console) -> int:
     seen = summary["train"]["val_seen"]
     table.add_row(
         "held-out masked-bin loss",
-        f"{seen['loss']:.3f} nats (unigram entropy {seen['unigram_entropy']:.3f})",
+        f"{seen['loss']:.3f} nats (unigram entropy {seen['unigram_entropy']:.3f}, "
+        f"per-gene entropy {seen['gene_entropy']:.3f})",
     )
     for model, f1 in summary["macro_f1"].items():
         table.add_row(f"cell-type macro-F1: {model}", f"{f1['mean']:.3f} ± {f1['std']:.3f}")

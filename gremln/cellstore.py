@@ -281,7 +281,6 @@ def prepare(
                 normalize(sp.csr_matrix(data.X[rows])),
                 genes,
                 vocabulary,
-                cell_ids=data.obs_names[rows],
             )
             group["tokens/gene_ids"].append(gene_ids)
             group["tokens/bins"].append(bins.astype(np.int16))

@@ -170,7 +170,9 @@ def run_demo(out_dir: str | os.PathLike[str], *, steps: int = 600, progress: boo
 
 
 def plot_loss_curve(metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Plot the loss of every split in a run's ``metrics.csv``, with the unigram entropy."""
+    """Plot the loss of every split in a run's ``metrics.csv``, with the unigram and per-gene
+    entropies (the losses of a model that ignores its input, and of one that knows only the
+    masked gene)."""
     from gremln.evaluate import new_figure
 
     with open(metrics_csv, newline="") as handle:
@@ -182,9 +184,11 @@ def plot_loss_curve(metrics_csv: str | os.PathLike[str], path: str | os.PathLike
         if mine:
             steps = [int(r["step"]) for r in mine]
             axes.plot(steps, [float(r["loss"]) for r in mine], marker="o", label=split)
-    entropy = [float(r["unigram_entropy"]) for r in rows if r["split"] == "val_seen"]
-    if entropy:
-        axes.axhline(entropy[-1], color="grey", linestyle="--", label="unigram entropy")
+    held_out = [r for r in rows if r["split"] == "val_seen"]
+    if held_out:
+        for column, style in (("unigram_entropy", "--"), ("gene_entropy", ":")):
+            label = column.replace("_", " ").replace("gene", "per-gene")
+            axes.axhline(float(held_out[-1][column]), color="grey", linestyle=style, label=label)
     axes.set_xlabel("step")
     axes.set_ylabel("masked-bin cross-entropy (nats)")
     axes.legend()

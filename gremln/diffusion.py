@@ -21,7 +21,10 @@ Two implementations:
   :func:`quadrature_coefficients`; it agrees with the Bessel form.
 
 A batch's graphs form one block-diagonal sparse operator over the flattened token axis, built
-once per batch and applied by every layer.
+once per batch and applied by every layer. A learnable diffusion time (one per head) uses the same
+operator with coefficients that are differentiable in beta (:func:`heat_coefficients`, the
+quadrature in torch) and :meth:`GraphDiffusion.per_head`, whose order K is set by the largest
+beta allowed.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "chebyshev_coefficients",
     "chebyshev_order",
     "exact_diffusion",
+    "heat_coefficients",
     "normalized_laplacian",
     "quadrature_coefficients",
     "truncation_bound",
@@ -107,6 +111,35 @@ def quadrature_coefficients(beta: float, order: int, *, n_nodes: int = 100) -> n
     theta = np.pi * (np.arange(n_nodes) + 0.5) / n_nodes
     values = np.exp(-beta * (np.cos(theta) + 1.0))
     return (2.0 / n_nodes) * np.cos(np.outer(np.arange(order + 1), theta)) @ values
+
+
+def heat_coefficients(beta: torch.Tensor, order: int) -> torch.Tensor:
+    """Series weights of ``exp(-beta lambda)``, differentiable in ``beta`` (one column per beta).
+
+    The quadrature of :func:`quadrature_coefficients` in torch, with enough nodes (4 (K + 1) +
+    32) that aliasing is far below any useful tolerance; ``c_0`` comes halved, so the series is
+    ``sum_k w_k T_k(lambda - 1)``.
+
+    Parameters
+    ----------
+    beta
+        (H,) diffusion times, > 0 (float64 advised: the weights are differences of exponentials).
+    order
+        Highest degree K kept.
+
+    Returns
+    -------
+    torch.Tensor
+        (K + 1, H) weights, in ``beta``'s dtype and device.
+    """
+    order = _check_order(order)
+    n_nodes = 4 * (order + 1) + 32
+    theta = torch.pi * (torch.arange(n_nodes, dtype=beta.dtype, device=beta.device) + 0.5)
+    theta = theta / n_nodes
+    values = torch.exp(-beta[None, :] * (torch.cos(theta)[:, None] + 1.0))  # (N, H)
+    degrees = torch.arange(order + 1, dtype=beta.dtype, device=beta.device)
+    weights = (2.0 / n_nodes) * torch.cos(degrees[:, None] * theta[None, :]) @ values
+    return torch.cat([weights[:1] / 2.0, weights[1:]])
 
 
 def truncation_bound(beta: float, order: int) -> float:
@@ -277,6 +310,28 @@ class _SymmetricOperator(torch.autograd.Function):
         return ctx.diffusion._apply(grad), None
 
 
+class _PerHeadPolynomial(torch.autograd.Function):
+    """``y_h = sum_k w_kh T_k(M) x_h`` for each head h; differentiable in x and in the weights.
+
+    Backward recomputes the basis ``T_k(M) x`` alongside the recursion on the incoming gradient
+    (one sparse product per degree for both), rather than keeping K (N, F) tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weights, diffusion):
+        ctx.diffusion = diffusion
+        ctx.save_for_backward(x, weights)
+        return diffusion._per_head(x, weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weights = ctx.saved_tensors
+        diffusion = ctx.diffusion
+        grad_x = diffusion._per_head(grad, weights)  # each head's operator is symmetric
+        grad_weights = diffusion._basis_products(x, grad, weights.shape[1]).to(weights.dtype)
+        return grad_x, grad_weights, None
+
+
 class GraphDiffusion:
     """Heat-kernel diffusion ``exp(-beta L)`` over a batch's block-diagonal graph, by Chebyshev.
 
@@ -439,6 +494,87 @@ class GraphDiffusion:
                     )
         return diffused.to(x.dtype).reshape(x.shape)
 
+    def _active_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of the nodes with edges, as (n_active, columns) in the compute dtype."""
+        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        flat = x.reshape(self.n_nodes, -1).to(compute_dtype)
+        if self.active.numel() == self.n_nodes:
+            return flat
+        return flat.index_select(0, self.active)
+
+    def _basis(self, x: torch.Tensor):
+        """``T_0(M) x, T_1(M) x, ..., T_K(M) x`` on the active rows, one at a time."""
+        operator = self._operator(x.dtype)
+        previous, current = x, operator @ x
+        yield previous
+        if self.order >= 1:
+            yield current
+        for _ in range(self.order - 1):
+            previous, current = current, torch.addmm(previous, operator, current, beta=-1, alpha=2)
+            yield current
+
+    def _per_head(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Forward of :meth:`per_head`, without autograd."""
+        n_heads = weights.shape[1]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            active = self._active_columns(x)
+            heads = weights.to(active.dtype).T[:, :, None]  # (H, K + 1, 1)
+            diffused = torch.zeros_like(active).unflatten(1, (n_heads, -1))
+            for k, term in enumerate(self._basis(active)):
+                diffused.add_(term.unflatten(1, (n_heads, -1)) * heads[:, k])
+            diffused = diffused.flatten(1)
+            if self.active.numel() != self.n_nodes:  # no edges: the identity, exactly
+                result = x.reshape(self.n_nodes, -1).to(active.dtype).clone()
+                result.index_copy_(0, self.active, diffused)
+                diffused = result
+        return diffused.to(x.dtype).reshape(x.shape)
+
+    def _basis_products(self, x: torch.Tensor, grad: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """(K + 1, H): the sum over rows and head features of ``grad_h * T_k(M) x_h``."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            active_x, active_grad = self._active_columns(x), self._active_columns(grad)
+            products = [
+                (term * active_grad).unflatten(1, (n_heads, -1)).sum(dim=(0, 2))
+                for term in self._basis(active_x)
+            ]
+        return torch.stack(products)
+
+    def per_head(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """``exp(-beta_h L) x_h`` for each head h, differentiable in ``x`` and ``beta``.
+
+        Parameters
+        ----------
+        x
+            As for :meth:`__call__`; the trailing features split into ``len(beta)`` equal heads.
+        beta
+            (H,) diffusion times in (0, :attr:`beta`]: the operator's order was chosen for its
+            ``beta``, so larger times would exceed the tolerance.
+
+        Returns
+        -------
+        torch.Tensor
+            The diffused ``x``, in its shape and dtype.
+        """
+        self._check_input(x)
+        if beta.ndim != 1 or (x.numel() // self.n_nodes) % beta.numel():
+            raise ValueError(
+                f"beta must have shape (H,) with H dividing the {x.numel() // self.n_nodes} "
+                f"features, not {tuple(beta.shape)}"
+            )
+        weights = heat_coefficients(beta.to(torch.float64), self.order)
+        return _PerHeadPolynomial.apply(x, weights, self)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim == 0 or (
+            x.shape[0] != self.n_nodes and (x.ndim < 2 or x.shape[0] * x.shape[1] != self.n_nodes)
+        ):
+            raise ValueError(
+                f"x must have shape ({self.n_nodes}, ...) or (B, L, ...) with B * L = "
+                f"{self.n_nodes}, not {tuple(x.shape)}"
+            )
+        if x.device != self._values.device:
+            raise ValueError(f"x is on {x.device}, the graph on {self._values.device}")
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Diffuse ``x`` along its token axis.
 
@@ -453,13 +589,5 @@ class GraphDiffusion:
         torch.Tensor
             ``exp(-beta L) x`` in the shape and dtype of ``x``; differentiable in ``x``.
         """
-        if x.ndim == 0 or (
-            x.shape[0] != self.n_nodes and (x.ndim < 2 or x.shape[0] * x.shape[1] != self.n_nodes)
-        ):
-            raise ValueError(
-                f"x must have shape ({self.n_nodes}, ...) or (B, L, ...) with B * L = "
-                f"{self.n_nodes}, not {tuple(x.shape)}"
-            )
-        if x.device != self._values.device:
-            raise ValueError(f"x is on {x.device}, the graph on {self._values.device}")
+        self._check_input(x)
         return _SymmetricOperator.apply(x, self)

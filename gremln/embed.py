@@ -381,10 +381,10 @@ def tokenize(counts, var_names, obs_names, vocabulary) -> tuple[tuple, dict]:
     counts = sp.csr_matrix(counts)
     if counts.nnz and counts.data.min() < 0:
         raise InputError("<data>: negative values; embed expects counts (or normalized values)")
-    # netinfer's normalization, as gremln prepare: the same tokens in the same order (ranks do
+    # netinfer's normalization, as gremln prepare: the same tokens in the same order (bins do
     # not change, but the order of equal bins follows the matrix's internal column order)
     offsets, gene_ids, bins, unknown = tokenize_cells(
-        normalize(counts), list(map(str, var_names)), vocabulary, cell_ids=list(map(str, obs_names))
+        normalize(counts), list(map(str, var_names)), vocabulary
     )
     if len(unknown) == len(var_names):
         raise InputError(

@@ -7,6 +7,11 @@ first token of every cell is CLS, which has no edges and so is left unchanged by
 In ``diffusion`` attention the queries, after their projection, are replaced by
 ``exp(-beta L) Q`` with L the normalized Laplacian of the cell's graph (the same operator for every
 head; keys and values are not diffused); ``vanilla`` attention skips that step (the ablation).
+Beside the paper's form (``diffuse="query"``) two variants: ``query_key_value`` diffuses keys and
+values too, ``input`` diffuses the block's normalized input before the projections. ``learn_beta``
+gives every block its own diffusion times (one per head; one per block for ``input``), learned in
+(0, ``beta_max``) and starting at ``beta``. In evaluation each block records how far the diffusion
+moved what it diffused, ``||Phi(Q) - Q|| / ||Q||`` over the batch's tokens (``query_change``).
 
 Attention kernels: PyTorch's ``scaled_dot_product_attention`` with a key-padding mask; for packed
 batches on CUDA, flash-attn's variable-length kernel when it is importable (otherwise packed
@@ -16,8 +21,11 @@ batches are scattered into a padded layout for the same kernel, and back).
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +42,8 @@ except ImportError:
     flash_attn_varlen_func = None
 
 ATTENTION_MODES = ("diffusion", "vanilla")
+#: what diffusion attention diffuses: the paper's queries, queries keys and values, or the input
+DIFFUSED = ("query", "query_key_value", "input")
 
 
 @dataclass(kw_only=True)
@@ -54,7 +64,14 @@ class Architecture:
     attention
         ``diffusion`` (the GREmLN layer) or ``vanilla`` (no graph: the ablation).
     beta
-        Diffusion time of exp(-beta L).
+        Diffusion time of exp(-beta L) (the starting value when it is learned).
+    learn_beta
+        Learn the diffusion time of every head of every block, in (0, ``beta_max``).
+    beta_max
+        Largest learnable diffusion time; sets the Chebyshev order when ``learn_beta``.
+    diffuse
+        What diffusion attention diffuses (:data:`DIFFUSED`): ``query`` (the paper),
+        ``query_key_value``, or ``input`` (the block's normalized input).
     tol
         Largest error of the Chebyshev approximation of the kernel; sets its order.
     adapter
@@ -74,6 +91,9 @@ class Architecture:
     attention_dropout: float = 0.0
     attention: str = "diffusion"
     beta: float = 0.1
+    learn_beta: bool = False
+    beta_max: float = 5.0
+    diffuse: str = "query"
     tol: float = 1e-6
     adapter: bool = False
     fusion_beta: float = 1.0
@@ -105,6 +125,13 @@ class GremlnConfig(Architecture):
     def __post_init__(self):
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {self.attention!r}")
+        if self.diffuse not in DIFFUSED:
+            raise ValueError(f"diffuse must be one of {DIFFUSED}, not {self.diffuse!r}")
+        if self.learn_beta and not 0 < self.beta < self.beta_max:
+            raise ValueError(
+                f"a learned beta starts inside (0, beta_max): beta {self.beta}, "
+                f"beta_max {self.beta_max}"
+            )
         if self.d_model % self.n_heads or self.d_model % 2:
             raise ValueError(
                 f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})"
@@ -114,8 +141,13 @@ class GremlnConfig(Architecture):
 
     @property
     def chebyshev_order(self) -> int:
-        """The Chebyshev order K that ``beta`` and ``tol`` give (reported by the trainer)."""
-        return chebyshev_order(self.beta, self.tol)
+        """The Chebyshev order K that ``beta`` (``beta_max`` when learned) and ``tol`` give."""
+        return chebyshev_order(self.operator_beta, self.tol)
+
+    @property
+    def operator_beta(self) -> float:
+        """The diffusion time the batch operator is built for (its order covers it)."""
+        return self.beta_max if self.learn_beta else self.beta
 
     @classmethod
     def from_dict(cls, values: dict) -> GremlnConfig:
@@ -158,10 +190,19 @@ class Layout:
         edges = batch["edge_index"].to(device)
         if self.packed:
             return GraphDiffusion.from_packed(
-                edges, self.n_tokens, beta=config.beta, tol=config.tol
+                edges, self.n_tokens, beta=config.operator_beta, tol=config.tol
             )
         size, length = self.padding_mask.shape
-        return GraphDiffusion.from_padded(edges, size, length, beta=config.beta, tol=config.tol)
+        return GraphDiffusion.from_padded(
+            edges, size, length, beta=config.operator_beta, tol=config.tol
+        )
+
+    def relative_change(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """``||after - before|| / ||before||`` over the batch's tokens (padding left out)."""
+        if not self.packed:
+            before, after = before[~self.padding_mask], after[~self.padding_mask]
+        before, after = before.detach().float(), after.detach().float()
+        return (after - before).norm() / before.norm().clamp(min=1e-30)
 
     def flat_edges(self, edge_index: torch.Tensor) -> torch.Tensor:
         """A batch's edges as (2, E) indices into the flattened token axis."""
@@ -176,13 +217,37 @@ class Layout:
         return padded
 
 
+class DiffusionTime(nn.Module):
+    """Learnable diffusion times ``beta_max * sigmoid(a)``, ``a`` starting where beta = ``beta``.
+
+    Parameters
+    ----------
+    n
+        How many times (one per head, or one).
+    config
+        Gives ``beta`` and ``beta_max``.
+    """
+
+    def __init__(self, n: int, config: GremlnConfig):
+        super().__init__()
+        self.beta_max = config.beta_max
+        start = math.log(config.beta / (config.beta_max - config.beta))  # sigmoid^-1
+        self.logit = nn.Parameter(torch.full((n,), start))
+
+    def forward(self) -> torch.Tensor:
+        return self.beta_max * torch.sigmoid(self.logit)
+
+
 class Attention(nn.Module):
     """Multi-head attention within each cell: self-attention, or cross-attention to a
-    ``context`` (keys and values); queries diffused over the cell graph when one is given."""
+    ``context`` (keys and values); queries (and with ``diffuse="query_key_value"`` keys and
+    values) diffused over the cell graph when a diffusion is given."""
 
     def __init__(self, config: GremlnConfig):
         super().__init__()
         self.n_heads, self.dropout = config.n_heads, config.attention_dropout
+        self.diffuse_key_value = config.diffuse == "query_key_value"
+        self.query_change = None
         self.query = nn.Linear(config.d_model, config.d_model)
         self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
@@ -191,13 +256,18 @@ class Attention(nn.Module):
         self,
         x,
         layout: Layout,
-        diffusion: GraphDiffusion | None = None,
+        diffusion: Callable[[torch.Tensor], torch.Tensor] | None = None,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         q = self.query(x)
         k, v = self.key_value(x if context is None else context).chunk(2, dim=-1)
         if diffusion is not None:
-            q = diffusion(q)  # Phi_L(Q): only the queries, after their projection
+            diffused = diffusion(q)  # Phi_L(Q): the queries, after their projection
+            if not self.training:
+                self.query_change = layout.relative_change(q, diffused)
+            q = diffused
+            if self.diffuse_key_value:
+                k, v = diffusion(k), diffusion(v)
         dropout = self.dropout if self.training else 0.0
         if layout.packed and flash_attn_varlen_func is not None and x.is_cuda:
             heads = [t.unflatten(-1, (self.n_heads, -1)) for t in (q, k, v)]
@@ -218,6 +288,11 @@ class Block(nn.Module):
 
     def __init__(self, config: GremlnConfig):
         super().__init__()
+        self.diffuse_input = config.diffuse == "input"
+        self.diffusion_time = None
+        if config.attention == "diffusion" and config.learn_beta:
+            self.diffusion_time = DiffusionTime(1 if self.diffuse_input else config.n_heads, config)
+        self.input_change = None
         self.norm1 = nn.LayerNorm(config.d_model)
         self.attention = Attention(config)
         self.norm2 = nn.LayerNorm(config.d_model)
@@ -228,8 +303,22 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, layout: Layout, diffusion: GraphDiffusion | None) -> torch.Tensor:
-        x = x + self.drop(self.attention(self.norm1(x), layout, diffusion))
+        if diffusion is not None and self.diffusion_time is not None:
+            diffusion = partial(diffusion.per_head, beta=self.diffusion_time())
+        h = self.norm1(x)
+        if diffusion is not None and self.diffuse_input:
+            diffused = diffusion(h)
+            if not self.training:
+                self.input_change = layout.relative_change(h, diffused)
+            h, diffusion = diffused, None
+        x = x + self.drop(self.attention(h, layout, diffusion))
         return x + self.drop(self.mlp(self.norm2(x)))
+
+    @property
+    def diffusion_change(self) -> torch.Tensor | None:
+        """``||Phi(Q) - Q|| / ||Q||`` of the last evaluation batch (of the input with
+        ``diffuse="input"``); ``None`` before one, or without diffusion."""
+        return self.input_change if self.diffuse_input else self.attention.query_change
 
 
 class GremlnModel(nn.Module):
@@ -273,7 +362,9 @@ class GremlnModel(nn.Module):
         Returns
         -------
         dict
-            ``hidden``: (B, L, d) for a padded batch, (N, d) for a packed one. With ``targets``
+            ``hidden``: (B, L, d) for a padded batch, (N, d) for a packed one. In evaluation
+            with diffusion, ``query_change``: the mean over blocks of ``||Phi(Q) - Q|| / ||Q||``
+            (of the block input with ``diffuse="input"``). With ``targets``
             in the batch also ``loss`` (mean cross-entropy over masked positions; the decoder
             runs on those positions only), ``n_masked`` and ``n_correct`` (tensors).
         """
@@ -286,10 +377,17 @@ class GremlnModel(nn.Module):
             diffusion = layout.diffusion(batch, self.config, device)
         for block in self.blocks:
             x = block(x, layout, diffusion)
+        if diffusion is not None and not self.training:
+            changes = [block.diffusion_change for block in self.blocks]
+            out_change = torch.stack(changes).mean()
+        else:
+            out_change = None
         if self.adapter is not None:
             graphs = {k: layout.flat_edges(batch[k]) for k in self.adapter.graph_keys if k in batch}
             x = x + self.config.fusion_beta * self.adapter(x, genes, layout, graphs)
         out = {"hidden": self.norm(x)}
+        if out_change is not None:
+            out["query_change"] = out_change
         if "targets" in batch:
             targets = batch["targets"].to(device, torch.long)
             masked = targets != IGNORE

@@ -1,19 +1,19 @@
-"""Cells as tokens: QC, normalization, per-cell rank bins, gene vocabulary (GREmLN 3.1, A.2).
+"""Cells as tokens: QC, normalization, per-cell expression bins, gene vocabulary (GREmLN 3.1, A.2).
 
 A cell becomes the list of its expressed genes (gene token ids) with one expression-bin token each:
-bin 0 is "not expressed"; the expressed genes are split into ``n_bins - 1`` equal-count bins of the
-cell's own values (1 = lowest, ``n_bins - 1`` = highest), so bins mean the same thing in deep and
-shallow cells. Equal values (common with small counts) are ordered by a hash of (cell, gene): the
-order is deterministic, and no gene is systematically ranked above another, so bins stay evenly
-filled. QC and normalization are netinfer's (``netinfer.pipeline``): the same defaults, and the
-same report of what each rule removed.
+bin 0 is "not expressed"; the expressed genes get bins 1..n_bins-1 by value, as the paper defines
+them (bin k where the value lies in [b_k, b_k+1)). The edges b_k are quantiles of the cell's own
+nonzero values, so bins mean the same thing in deep and shallow cells; edges that coincide are
+collapsed, so equal values always share a bin and a shallow cell with few distinct values uses few
+bins. The bin is then a function of the cell's values alone: a model can learn it. QC and
+normalization are netinfer's (``netinfer.pipeline``): the same defaults, and the same report of
+what each rule removed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -97,25 +97,13 @@ class GeneVocabulary:
         return cls(data["genes"], data.get("ensembl", []), data["n_bins"])
 
 
-def _tie_keys(cell_key: int, gene_keys: np.ndarray) -> np.ndarray:
-    """Deterministic pseudo-random order of a cell's genes (a 64-bit mix of cell and gene)."""
-    mixed = gene_keys ^ np.uint64(cell_key * 0x9E3779B97F4A7C15 % (1 << 64))
-    mixed ^= mixed >> np.uint64(33)
-    mixed *= np.uint64(0xFF51AFD7ED558CCD)
-    mixed ^= mixed >> np.uint64(33)
-    return mixed
+def value_bins(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """Expression bins of one cell's expressed values (all > 0), by value: 1..n_bins-1.
 
-
-def gene_keys(genes: Sequence[str]) -> np.ndarray:
-    """A stable 64-bit key per gene id (for tie-breaking), independent of gene order."""
-    return np.array(
-        [(zlib.crc32(g.encode()) << 32) | zlib.adler32(g.encode()) for g in map(str, genes)],
-        dtype=np.uint64,
-    )
-
-
-def rank_bins(values: np.ndarray, n_bins: int, *, cell_key: int, keys: np.ndarray) -> np.ndarray:
-    """Expression bins of one cell's expressed values (all > 0): 1..n_bins-1 by rank.
+    The edges are the cell's quantiles ``b_k = quantile(values, (k - 1) / (n_bins - 1))`` for
+    k = 1..n_bins-1 (linear interpolation), so ``b_1`` is the smallest value; coinciding edges are
+    collapsed into one, and a value gets the k of the collapsed edge interval ``[b_k, b_k+1)``
+    that holds it (the largest value is in the last interval).
 
     Parameters
     ----------
@@ -123,27 +111,21 @@ def rank_bins(values: np.ndarray, n_bins: int, *, cell_key: int, keys: np.ndarra
         The cell's expression of its expressed genes.
     n_bins
         Total bins including bin 0 (not expressed).
-    cell_key
-        Seed of this cell's tie order.
-    keys
-        ``gene_keys`` of those genes.
 
     Returns
     -------
-    Bins in 1..n_bins-1; equal-count within rounding (bin b holds ranks
-    [(b - 1) n / (n_bins - 1), b n / (n_bins - 1))).
+    numpy.ndarray
+        int64 bins in 1..n_bins-1: equal values share a bin, larger values never get a lower bin;
+        with distinct values, close to equal-count bins.
     """
-    n = values.size
-    if n == 0:
+    if values.size == 0:
         return np.empty(0, dtype=np.int64)
-    order = np.lexsort((_tie_keys(cell_key, keys), values))
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[order] = np.arange(n)
-    return 1 + (ranks * (n_bins - 1)) // n
+    edges = np.unique(np.quantile(values, np.arange(n_bins - 1) / (n_bins - 1)))
+    return np.searchsorted(edges, values, side="right").astype(np.int64)
 
 
 def tokenize_cells(
-    X, genes: Sequence[str], vocabulary: GeneVocabulary, *, cell_ids: Sequence[str]
+    X, genes: Sequence[str], vocabulary: GeneVocabulary
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Token ids and bins of every cell's expressed, in-vocabulary genes (ragged).
 
@@ -155,8 +137,6 @@ def tokenize_cells(
         Column gene ids.
     vocabulary
         The gene vocabulary; genes outside it are dropped (and returned).
-    cell_ids
-        Cell ids, which seed each cell's tie order.
 
     Returns
     -------
@@ -166,7 +146,7 @@ def tokenize_cells(
     ids, unknown = vocabulary.encode(genes)
     known = ids >= 0
     X = sp.csr_matrix(X)[:, known]
-    ids, keys = ids[known], gene_keys(np.asarray(genes, dtype=object)[known])
+    ids = ids[known]
     X.eliminate_zeros()
     offsets = np.zeros(X.shape[0] + 1, dtype=np.int64)
     gene_ids = np.empty(X.nnz, dtype=np.int32)
@@ -174,12 +154,7 @@ def tokenize_cells(
     for i in range(X.shape[0]):
         lo, hi = X.indptr[i], X.indptr[i + 1]
         columns, values = X.indices[lo:hi], X.data[lo:hi]
-        cell_bins = rank_bins(
-            values,
-            vocabulary.n_bins,
-            cell_key=zlib.crc32(str(cell_ids[i]).encode()),
-            keys=keys[columns],
-        )
+        cell_bins = value_bins(values, vocabulary.n_bins)
         order = np.argsort(-cell_bins, kind="stable")
         gene_ids[lo:hi] = ids[columns[order]]
         bins[lo:hi] = cell_bins[order]

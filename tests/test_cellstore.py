@@ -65,9 +65,7 @@ def test_prepare_real_counts_and_append_a_simulated_data_set(pbmc, tmp_path):
     assert report["qc"] == qc and report["cells_in_store"] == kept.n_obs
     store = CellStore.open(cells)
     assert len(store) == kept.n_obs and store.vocabulary.n_bins == 11
-    offsets, gene_ids, bins, _ = tokenize_cells(
-        normalize(kept.X), kept.var_names, store.vocabulary, cell_ids=kept.obs_names
-    )
+    offsets, gene_ids, bins, _ = tokenize_cells(normalize(kept.X), kept.var_names, store.vocabulary)
     for i in (0, 17, len(store) - 1):  # tokens equal a direct computation
         ids, cell_bins = store.cell(i)
         np.testing.assert_array_equal(ids, gene_ids[offsets[i] : offsets[i + 1]])

@@ -18,6 +18,7 @@ from gremln.diffusion import (
     chebyshev_coefficients,
     chebyshev_order,
     exact_diffusion,
+    heat_coefficients,
     normalized_laplacian,
     quadrature_coefficients,
     truncation_bound,
@@ -270,3 +271,121 @@ def test_invalid_inputs_are_rejected():
         GraphDiffusion(edges, 2, beta=1.0)(torch.randn(3, 4))
     with pytest.raises(ValueError, match="n_nodes"):
         quadrature_coefficients(1.0, 10, n_nodes=10)
+
+
+def test_differentiable_coefficients_match_bessel():
+    betas = torch.tensor([0.1, 1.0, 5.0], dtype=torch.float64)
+    weights = heat_coefficients(betas, 14).numpy()
+    for column, beta in enumerate(betas.tolist()):
+        expected = chebyshev_coefficients(beta, 14)
+        expected[0] /= 2.0  # the weights come with c_0 halved
+        assert np.abs(weights[:, column] - expected).max() < 1e-13
+
+
+def test_per_head_times_match_exact_and_their_gradients():
+    rng = np.random.default_rng(10)
+    edges = random_edges(14, 30, rng, first=1)  # node 0 has no edges: left unchanged
+    diffusion = GraphDiffusion(edges, 14, beta=5.0, tol=1e-10)
+    x = torch.randn(14, 6, dtype=torch.float64, requires_grad=True)
+    betas = torch.tensor([0.3, 1.5, 4.9], dtype=torch.float64, requires_grad=True)
+    diffused = diffusion.per_head(x, betas)
+    for head, beta in enumerate(betas.tolist()):
+        columns = slice(2 * head, 2 * head + 2)
+        exact = exact_diffusion(x[:, columns], edges, 14, beta)
+        assert np.abs(diffused[:, columns].detach().numpy() - exact).max() < 1e-9
+    assert torch.equal(diffused[0], x[0])
+    assert torch.autograd.gradcheck(diffusion.per_head, (x, betas))
+    with pytest.raises(ValueError, match="beta must have shape"):
+        diffusion.per_head(x, torch.ones(4, dtype=torch.float64))
+
+
+def _tiny_batch(rng, n_cells=3, length=40, n_genes=60):
+    cells = []
+    for cell in range(n_cells):
+        local = random_edges(length - 1, 3 * length, rng)
+        cells.append(
+            {
+                "cell": cell,
+                "gene_ids": torch.from_numpy(rng.integers(3, n_genes, size=length)),
+                "bins": torch.from_numpy(rng.integers(0, 10, size=length)),
+                "targets": torch.full((length,), -100, dtype=torch.long),
+                "edge_index": local.to(torch.int32) + 1,  # CLS at 0 has no edges
+            }
+        )
+    return collate_padded(cells, pad_bin=10)
+
+
+def _model(**settings):
+    from gremln.model import GremlnConfig, GremlnModel
+
+    torch.manual_seed(0)
+    settings = {"d_model": 32, "n_heads": 4, "n_layers": 2, **settings}
+    config = GremlnConfig(n_genes=60, n_bins=10, **settings)
+    return GremlnModel(config).eval()
+
+
+def _output_change(model, batch):
+    """||h(graph) - h(no edges)|| / ||h(no edges)||: how much the output depends on the graph."""
+    without = dict(batch, edge_index=batch["edge_index"][:, :0])
+    with torch.no_grad():
+        graph, empty = model(batch)["hidden"], model(without)["hidden"]
+    real = ~batch["padding_mask"]
+    return float((graph - empty)[real].norm() / empty[real].norm())
+
+
+def test_the_output_depends_on_the_graph_at_init_more_with_larger_beta():
+    batch = _tiny_batch(np.random.default_rng(11))
+    changes = [_output_change(_model(beta=beta), batch) for beta in (0.1, 1.0, 5.0)]
+    assert 0 < changes[0] < changes[1] < changes[2], changes
+    assert _output_change(_model(attention="vanilla"), batch) == 0.0
+    for diffuse in ("query_key_value", "input"):  # the variants move the output more
+        assert _output_change(_model(beta=1.0, diffuse=diffuse), batch) > changes[1]
+
+
+def test_query_change_is_the_relative_move_of_the_queries():
+    from gremln.model import Layout
+
+    batch = _tiny_batch(np.random.default_rng(12))
+    model = _model(beta=1.0, n_layers=1)
+    with torch.no_grad():
+        reported = float(model(batch)["query_change"])
+        x = torch.cat(
+            [
+                model.gene_embedding(batch["gene_ids"].long()),
+                model.bin_embedding(batch["bins"].long()),
+            ],
+            -1,
+        )
+        block = model.blocks[0]
+        q = block.attention.query(block.norm1(x))
+    real = ~batch["padding_mask"]
+    moved, total = 0.0, 0.0
+    for row in range(q.shape[0]):
+        n = int(real[row].sum())
+        edges = batch["edge_index"][1:, batch["edge_index"][0] == row]
+        exact = exact_diffusion(q[row, :n], edges, n, 1.0)
+        moved += float(((exact - q[row, :n].double().numpy()) ** 2).sum())
+        total += float((q[row, :n].double() ** 2).sum())
+    assert abs(reported - (moved / total) ** 0.5) < 1e-5
+    assert Layout(batch, torch.device("cpu")).packed is False
+    model.train()
+    assert "query_change" not in model(batch)
+
+
+@pytest.mark.parametrize("diffuse", ["query", "input"])
+def test_learned_beta_starts_at_beta_and_gets_a_gradient(diffuse):
+    batch = _tiny_batch(np.random.default_rng(13))
+    batch["targets"][:, 5:15] = 3
+    learned = _model(beta=1.0, learn_beta=True, beta_max=5.0, diffuse=diffuse)
+    fixed = _model(beta=1.0, diffuse=diffuse)
+    with torch.no_grad():  # same weights, same start: the same output as the fixed time
+        same = learned(batch)["hidden"], fixed(batch)["hidden"]
+    assert torch.allclose(*same, atol=1e-5)
+    learned.train()
+    learned(batch)["loss"].backward()
+    times = [block.diffusion_time for block in learned.blocks]
+    assert [t.logit.numel() for t in times] == [1 if diffuse == "input" else 4] * 2
+    assert all(float(t.logit.grad.abs().sum()) > 0 for t in times)
+    assert torch.allclose(times[0](), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="inside"):
+        _model(beta=5.0, learn_beta=True, beta_max=5.0)

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from cli.gremln import main as gremln_main
 from gremln.cellstore import CellStore, prepare
 from gremln.data import CellDataset, ShardSpec
 from gremln.model import GremlnConfig, GremlnModel
-from gremln.train import NonFiniteLoss, TrainConfig, lr_factor, train
+from gremln.train import NonFiniteLoss, TrainConfig, gene_entropy, lr_factor, train
 
 TINY = dict(d_model=32, n_layers=2, n_heads=4, batch_size=16, num_workers=0, device="cpu")
 
@@ -96,10 +97,35 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
         "lr",
         "cells_per_s",
         "unigram_entropy",
+        "gene_entropy",
+        "query_change",
     ]
+    for row in rows:  # knowing the gene helps; the diffusion moves the queries (validation)
+        assert float(row["gene_entropy"]) < float(row["unigram_entropy"])
+        assert (row["query_change"] == "") == (row["split"] == "train")
+        assert row["split"] == "train" or 0 <= float(row["query_change"]) < 0.2
+    # held-out cells of the training types have edges among their genes: their queries move
+    assert all(float(r["query_change"]) > 0 for r in rows if r["split"] == "val_seen")
     assert {(r["step"], r["split"]) for r in rows} >= {("150", "val_seen"), ("300", "val_unseen")}
     model = GremlnModel.from_pretrained(tmp_path / "run" / "model")
     assert model.vocabulary.genes == CellStore.open(cells).vocabulary.genes
+
+
+def test_gene_entropy_against_a_hand_count():
+    # 3 bins; 7 positions: gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position
+    # is predicted from its gene's other positions plus 3 pseudo-positions spread like the other
+    # positions' bins (bin 0: 2 of 7, bin 1: 3, bin 2: 2; leave-one-out: (N_b - 1) / 6):
+    # gene 7, bin 1: (1 + 3 * 2/6) / (3 + 3) = 2/6; bin 2: (1 + 3 * 1/6) / 6 = 1.5/6
+    # gene 9, bin 0: (1 + 3 * 1/6) / (1 + 3) = 1.5/4; gene 4, bin 1: (0 + 3 * 2/6) / 3 = 1/3
+    genes = np.array([7, 9, 7, 4, 7, 9, 7])
+    bins = np.array([1, 0, 2, 1, 1, 0, 2])
+    logs = 2 * math.log(2 / 6) + 2 * math.log(1.5 / 6) + 2 * math.log(1.5 / 4) + math.log(1 / 3)
+    assert gene_entropy(genes, bins, 3) == pytest.approx(-logs / 7, abs=1e-15)
+    # many positions: the plug-in entropy of the gene's bins (here one gene, 3:1 over 2 bins)
+    many = np.array([0, 0, 0, 1] * 2500)
+    plug_in = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert gene_entropy(np.full(many.size, 5), many, 2) == pytest.approx(plug_in, abs=1e-3)
+    assert gene_entropy(np.empty(0, int), np.empty(0, int), 3) == 0.0
 
 
 def test_resume_continues_exactly(stores, tmp_path):
