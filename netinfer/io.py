@@ -476,7 +476,13 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
     with _open_text(source) as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
         rows = [line.rstrip("\r\n").split("\t") for line in handle]
-    formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header == list(cols)}
+    # headers are matched case-insensitively (``regulator target mi pvalue`` too)
+    folded = [field.strip().casefold() for field in header]
+    formats = {
+        name: cols
+        for name, cols in NETWORK_HEADERS.items()
+        if folded == [col.casefold() for col in cols]
+    }
     if not formats:
         expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())
         raise InputError(
