@@ -251,7 +251,10 @@ def _add_embed_parser(commands) -> None:
     )
     embed.add_argument("--k", type=int, default=15, help="integration neighbours (default: 15)")
     embed.add_argument(
-        "--alpha", type=float, default=0.05, help="integration false-edge level (default: 0.05)"
+        "--alpha",
+        type=float,
+        default=0.25,
+        help="integration false-edge level, at least 1/k (default: 0.25)",
     )
     embed.add_argument(
         "--gene-embeddings",

@@ -284,7 +284,12 @@ def _integrate_parser(commands) -> None:
         help="graph store with the cell-type consensus networks",
     )
     run.add_argument("--k", type=int, default=15, help="neighbours (default: 15)")
-    run.add_argument("--alpha", type=float, default=0.05, help="false-edge level (default: 0.05)")
+    run.add_argument(
+        "--alpha",
+        type=float,
+        default=0.25,
+        help="false-edge level, at least 1/k so one neighbour cannot veto an edge (default: 0.25)",
+    )
     run.add_argument("--n-pcs", type=int, default=50, help="PCA components (default: 50)")
     run.add_argument(
         "--name", default="integrated", help="assignment name in the store (default: integrated)"
