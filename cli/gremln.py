@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         help="celltype (the type's consensus network), integrated (the graph store's assignment "
         "named after the data set) or ppi:NAME (default: celltype)",
     )
+    prepare.add_argument(
+        "--require-type-networks",
+        action="store_true",
+        help="in celltype mode, refuse the data when a cell type has no consensus network "
+        "(default: those cells get graphs from the kNN integration against the typed cells, "
+        "stored as the assignment DATASET-without-type-network and counted in the report)",
+    )
     prepare.add_argument("--append", action="store_true", help="add to an existing cell store")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the splits (default: 0)")
     prepare.add_argument("--quiet", action="store_true")
@@ -630,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
                 **qc_options(args),
                 n_bins=args.bins,
                 graph_mode=args.graph_mode,
+                require_type_networks=args.require_type_networks,
                 append=args.append,
                 seed=args.seed,
                 progress=not args.quiet,
