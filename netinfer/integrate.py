@@ -336,15 +336,15 @@ def _type_graphs(store, types: list[str]) -> dict[str, tuple[np.ndarray, np.ndar
     listing = store.list()
     listing = listing[listing["kind"] == "consensus"]
     by_type = dict(zip(listing["cell_type"], listing["name"]))
-    unused = sorted(set(by_type) - set(types))
-    if unused:
+    edges_of = dict(zip(listing["name"], listing["edges"]))
+    unused = sorted(t for t in set(by_type) - set(types) if edges_of[by_type[t]] > 0)
+    if unused:  # (an empty network would add nothing anyway)
         warnings.warn(
             f"{store.url}: {len(unused)} cell type network(s) have no training cells and are "
             f"ignored: {', '.join(unused[:5])}",
             UserWarning,
             stacklevel=3,
         )
-    edges_of = dict(zip(listing["name"], listing["edges"]))
     missing = [t for t in types if t not in by_type or edges_of[by_type[t]] == 0]
     if len(missing) == len(types):
         raise InputError(
