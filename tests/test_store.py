@@ -116,6 +116,18 @@ def test_network_headers_match_case_insensitively(store, tmp_path):
     assert read_network(upper)["count"].tolist() == [7]
 
 
+def test_store_add_command_takes_a_lower_case_header(tmp_path):
+    from cli import netinfer as cli
+
+    path = tmp_path / "lower.tsv"
+    path.write_text("regulator\ttarget\tmi\tpvalue\nTF1\tG1\t0.5\t1e-6\n")
+    graphs = str(tmp_path / "graphs.zarr")
+    assert cli.main(["store", "create", graphs]) == 0
+    assert cli.main(["store", "add", graphs, "lower", str(path)]) == 0
+    with GraphStore.open(graphs) as store:
+        assert store.get("lower").to_dataframe()["pvalue"].tolist() == [1e-6]
+
+
 def test_directed_edges_are_kept_and_symmetrized_only_on_request(store):
     store.add_graph("g", _grn(), kind="grn")
     a = store.get("g").adjacency
