@@ -5,11 +5,11 @@
    clusters (N networks in all), that contain it. Pairs that are not edges appear at a small null
    rate, edges at a higher one. The resamples of a cluster share its cells, so a pair's finds are
    correlated: T follows a two-group *beta-binomial* mixture
-   pi0 BB(N, a0, b0) + (1 - pi0) BB(N, a1, b1), fitted by EM to the T of all regulator-target
-   pairs (most of them 0); a binomial mixture would call that overdispersion certainty and push
-   every posterior to 0 or 1. The posterior that e is not an edge given T_e is the local false
-   discovery rate lfdr(T) = pi0 f0(T) / (pi0 f0(T) + (1 - pi0) f1(T)), non-increasing in T.
-   Edges outside a type's network have exclusion probability 1.
+   pi0 BB(N, a0, b0) + (1 - pi0) BB(N, a1, b1), fitted by maximum likelihood to the T of all
+   regulator-target pairs (most of them 0); a binomial mixture would call that overdispersion
+   certainty and push every posterior to 0 or 1. The posterior that e is not an edge given T_e
+   is the local false discovery rate lfdr(T) = pi0 f0(T) / (pi0 f0(T) + (1 - pi0) f1(T)),
+   non-increasing in T. Edges outside a type's network have exclusion probability 1.
 2. **Cell-type posterior** w_c(i) of a query cell: the fraction of its k nearest training cells of
    type c, in a PCA space fitted on the training cells only, over the types that have a
    non-empty network (the kNN searches only their cells: a type without a network cannot veto
@@ -43,9 +43,10 @@ class RecurrenceMixture:
     Each group is a beta-binomial BB(N, a, b): a pair's rate of being found is Beta(a, b) and
     its count Bin(N, rate). The resampled networks of one cluster share their cells, so a pair's
     finds are correlated and its count is overdispersed against a binomial; the beta absorbs
-    that instead of pushing every posterior to 0 or 1. Constraints keep the groups meaningful:
-    the null's rate density decreases (a <= 1 <= b: noise rarely recurs) and the edges' vanishes
-    at rate 0 (a >= 1: an edge is not systematically missed).
+    that instead of pushing every posterior to 0 or 1 (with little overdispersion a and b grow
+    large and the group is a binomial). Constraints keep the groups apart: the null's rate
+    density is not piled up at 1 (b0 >= 1) and the edges' not at 0 (a1 >= 1). ``iterations``
+    counts the optimizer's iterations.
     """
 
     n_trials: int
@@ -436,7 +437,7 @@ def integrate(
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
-    if alpha * k < 1.0:
+    if alpha * k < 1.0 - 1e-9:  # (alpha = 1/k itself passes despite rounding)
         raise ValueError(
             f"alpha {alpha} is below 1/k = 1/{k}: one neighbour of a type lacking an edge would "
             f"remove it from the cell's graph; use alpha >= {1 / k:.3g} (or more neighbours)"
