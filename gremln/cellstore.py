@@ -310,8 +310,8 @@ def prepare(
 
 
 REFERENCE_CELLS = 20_000
-"""Reference cells (at most, sampled evenly over the kept cells) of the integration that gives
-graphs to cells of types without a network."""
+"""Reference cells (at most; beyond, a seeded random sample of them) of the integration that
+gives graphs to cells of types without a network."""
 
 
 def _integrate_cells_without_network(
@@ -438,8 +438,9 @@ def _graph_keys(
         raise InputError(
             f"{graphs_path}: no consensus network for {len(missing)} cell type(s) of {dataset} "
             f"(e.g. {', '.join(missing[:3])}); make them with netinfer "
-            "celltype-networks. Types it skipped (fewer than --min-cells cells) have none: "
-            "without --require-type-networks their cells get integrated graphs, or leave them "
-            "out, or choose another graph mode (integrated, assignment:NAME, ppi:NAME)"
+            "celltype-networks. Types it skipped (fewer than --min-cells cells) have none: leave "
+            "their cells out, or choose another graph mode (integrated, assignment:NAME, "
+            "ppi:NAME); gremln prepare without --require-type-networks gives them integrated "
+            "graphs"
         )
     return np.array([by_type.get(t) for t in cell_types], dtype=object)
