@@ -458,6 +458,12 @@ NETWORK_HEADERS = {
 }
 
 
+def header_matches(fields: Iterable[str], columns: Iterable[str]) -> bool:
+    """Whether a header line's fields name ``columns`` in order, in any letter case (so
+    ``regulator target mi pvalue`` is an ARACNe-AP header too)."""
+    return [f.strip().casefold() for f in fields] == [c.casefold() for c in columns]
+
+
 def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read an ARACNe-AP (``Regulator Target MI pvalue``) or ARACNe3 consolidated network file.
 
@@ -476,13 +482,7 @@ def read_network(path: str | os.PathLike[str]) -> pd.DataFrame:
     with _open_text(source) as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
         rows = [line.rstrip("\r\n").split("\t") for line in handle]
-    # headers are matched case-insensitively (``regulator target mi pvalue`` too)
-    folded = [field.strip().casefold() for field in header]
-    formats = {
-        name: cols
-        for name, cols in NETWORK_HEADERS.items()
-        if folded == [col.casefold() for col in cols]
-    }
+    formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header_matches(header, cols)}
     if not formats:
         expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())
         raise InputError(

