@@ -24,6 +24,10 @@ Per data set:
   integrated, naive and oracle graphs and the fraction of cells whose integrated graph is empty.
 * **By kNN confidence**: the same means over cells grouped by their largest posterior weight
   (1 = all k neighbours of one type).
+* **Own type network**: per data set, edges per query cell (mean and quartiles), and recall and
+  precision of the integrated graphs against each cell's true type's *whole* consensus network
+  (every edge, whatever its exclusion), pooled over the cells whose largest weight is >= 0.8 and
+  whose type has a non-empty network.
 
 Sanity checks, reported under each data set: the stored ``exclusion`` of every consensus edge
 equals the pipeline's in-memory value (alignment of edge attributes in the store), and integrate's
@@ -46,8 +50,9 @@ Data sets:
   ``min_genes=200``: several clusters per type and non-empty consensus networks.
 
 All pipeline runs use ``resamples=20, seed=0`` and ARACNe on ``--threads`` threads; integrate
-uses ``k=15, alpha=0.05, n_pcs=50`` (options). Each data set's reference AnnData (all of its
-cells, also those the pipeline's QC drops) is what integrate's kNN is fitted on.
+uses ``k=15, n_pcs=50`` and integrate's own default alpha (options). Each data set's reference
+AnnData (all of its cells, also those the pipeline's QC drops) is what integrate's kNN is fitted
+on.
 
 Usage::
 
