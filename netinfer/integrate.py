@@ -429,7 +429,9 @@ def integrate(
     The type posterior is over the types that have a non-empty network: the k nearest reference
     cells are sought among the cells of those types only, so a query cell of a type without a
     network gets the graphs of its nearest types that have one. A query cell that is also a
-    reference cell (the same obs name) is never its own neighbour.
+    reference cell (the same obs name and the same expression profile) is never its own
+    neighbour; a different cell that only shares a name (default names "0", "1", ... of two
+    data sets) is an ordinary neighbour.
     """
     from sklearn.decomposition import PCA
 
@@ -489,18 +491,16 @@ def integrate(
         )
         accuracy = float(np.mean(np.asarray(types)[counts.argmax(axis=1)] == labels[scored]))
 
-    # a query cell that is a reference cell (same name) must not find itself
+    # a query cell that is a reference cell must not find itself: the same name (the first
+    # reference cell of that name) and the same profile, as default names ("0", "1", ...) of
+    # two data sets coincide for different cells
     names = pd.Index(reference.obs_names[in_knn].astype(str))
-    query_names = query.obs_names.astype(str)
-    ambiguous = names[names.duplicated() & names.isin(query_names)]
-    if len(ambiguous):
-        raise InputError(
-            f"<reference>: cell name {ambiguous[0]!r} is used by several reference cells and by a "
-            "query cell: names must tell the query's reference cells apart"
-        )
-    row_of = pd.Series(np.arange(len(names)), index=names)
-    row_of = row_of[~names.duplicated()]
-    itself = row_of.reindex(query_names).fillna(-1).to_numpy(np.int64)
+    row_of = pd.Series(np.arange(len(names)), index=names)[~names.duplicated()]
+    itself = row_of.reindex(query.obs_names.astype(str)).fillna(-1).to_numpy(np.int64)
+    named = np.flatnonzero(itself >= 0)
+    offset = np.linalg.norm(query_coords[named] - ref_coords[itself[named]], axis=1)
+    scale = np.sqrt(np.mean(np.sum(ref_coords**2, axis=1))) if len(ref_coords) else 1.0
+    itself[named[offset > 1e-6 * max(scale, 1e-12)]] = -1
     counts = knn_type_posterior(
         ref_coords, labels[in_knn], query_coords, types=types, k=k, itself=itself
     )

@@ -217,6 +217,16 @@ def test_reference_cells_are_never_their_own_neighbours(trained):
         nearest = np.argsort(distance)[:k]
         expected = [np.mean(labels[nearest] == t) for t in result.types]
         np.testing.assert_allclose(weights, expected)
+    # other cells that only share names with reference cells are not taken for them
+    renamed = query.copy()
+    renamed.obs_names = np.roll(query.obs_names.to_numpy(), 1)
+    with GraphStore.open(path, mode="a") as store:
+        result = integrate(renamed, reference, store, cell_type_key="cell_type", k=k, name="n")
+    assert result.summary["query_cells_in_reference"] == 0
+    for row, weights in zip(range(0, reference.n_obs, 5), result.weights):
+        nearest = np.argsort(np.linalg.norm(coords - coords[row], axis=1))[:k]  # itself first
+        assert nearest[0] == row
+        np.testing.assert_allclose(weights, [np.mean(labels[nearest] == t) for t in result.types])
 
 
 def test_knn_posterior_skips_the_cell_itself_not_its_duplicates():
