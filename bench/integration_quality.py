@@ -24,6 +24,10 @@ Per data set:
   integrated, naive and oracle graphs and the fraction of cells whose integrated graph is empty.
 * **By kNN confidence**: the same means over cells grouped by their largest posterior weight
   (1 = all k neighbours of one type).
+* **Own type network**: per data set, edges per query cell (mean and quartiles), and recall and
+  precision of the integrated graphs against each cell's true type's *whole* consensus network
+  (every edge, whatever its exclusion), pooled over the cells whose largest weight is >= 0.8 and
+  whose type has a non-empty network.
 
 Sanity checks, reported under each data set: the stored ``exclusion`` of every consensus edge
 equals the pipeline's in-memory value (alignment of edge attributes in the store), and integrate's
@@ -46,8 +50,9 @@ Data sets:
   ``min_genes=200``: several clusters per type and non-empty consensus networks.
 
 All pipeline runs use ``resamples=20, seed=0`` and ARACNe on ``--threads`` threads; integrate
-uses ``k=15, alpha=0.05, n_pcs=50`` (options). Each data set's reference AnnData (all of its
-cells, also those the pipeline's QC drops) is what integrate's kNN is fitted on.
+uses ``k=15, n_pcs=50`` and integrate's own default alpha (options). Each data set's reference
+AnnData (all of its cells, also those the pipeline's QC drops) is what integrate's kNN is fitted
+on.
 
 Usage::
 
@@ -188,7 +193,7 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
-def stored_networks(store, result, alpha: float) -> tuple[dict, list[dict], float]:
+def stored_networks(store, result, alpha: float) -> tuple[dict, dict, list[dict], float]:
     """Per type in the store: codes of its edges with exclusion <= alpha, and a summary row.
 
     Reads each consensus graph back with ``to_dataframe`` and maps genes with ``gene_index``
@@ -199,6 +204,8 @@ def stored_networks(store, result, alpha: float) -> tuple[dict, list[dict], floa
     -------
     networks : dict
         Cell type -> sorted edge codes (exclusion <= alpha).
+    full : dict
+        Cell type -> sorted edge codes of its whole consensus network.
     rows : list of dict
         Per type: consensus edges, edges kept at alpha, largest exclusion.
     mismatch : float
@@ -207,7 +214,7 @@ def stored_networks(store, result, alpha: float) -> tuple[dict, list[dict], floa
     n_genes = len(store.genes)
     listing = store.list()
     listing = listing[listing["kind"] == "consensus"]
-    networks, rows, mismatch = {}, [], 0.0
+    networks, full, rows, mismatch = {}, {}, [], 0.0
     for name, cell_type in zip(listing["name"], listing["cell_type"]):
         table = store.get(name).to_dataframe()
         memory = result.networks[cell_type]
@@ -223,6 +230,9 @@ def stored_networks(store, result, alpha: float) -> tuple[dict, list[dict], floa
         elif len(merged):
             diff = np.abs(merged["exclusion_store"] - merged["exclusion_memory"]).max()
             mismatch = max(mismatch, float(diff))
+        full[cell_type] = edge_codes(
+            store.gene_index(table["source"]), store.gene_index(table["target"]), n_genes
+        )
         kept = table[table["exclusion"] <= alpha]
         networks[cell_type] = edge_codes(
             store.gene_index(kept["source"]), store.gene_index(kept["target"]), n_genes
@@ -235,7 +245,7 @@ def stored_networks(store, result, alpha: float) -> tuple[dict, list[dict], floa
                 max_exclusion=float(table["exclusion"].max()) if len(table) else float("nan"),
             )
         )
-    return networks, rows, mismatch
+    return networks, full, rows, mismatch
 
 
 def evaluate(data: DataSet, args) -> dict:
@@ -265,7 +275,8 @@ def evaluate(data: DataSet, args) -> dict:
                 **data.options,
             )
         pipeline_s = time.perf_counter() - t0
-        networks, type_rows, mismatch = stored_networks(store, result, args.alpha)
+        alpha = args.alpha if args.alpha is not None else integrate_default("alpha")
+        networks, full, type_rows, mismatch = stored_networks(store, result, alpha)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
@@ -275,7 +286,7 @@ def evaluate(data: DataSet, args) -> dict:
                 store,
                 cell_type_key=KEY,
                 k=args.k,
-                alpha=args.alpha,
+                alpha=alpha,
                 n_pcs=args.n_pcs,
                 name="query",
                 seed=args.seed,
@@ -293,6 +304,7 @@ def evaluate(data: DataSet, args) -> dict:
         integrated = graph_codes[out.graph_index[i]]
         oracle = networks.get(true_type, empty)
         naive = networks.get(predicted[i], empty)
+        own = full.get(true_type, empty)
         cells.append(
             dict(
                 cell_type=true_type,
@@ -305,6 +317,8 @@ def evaluate(data: DataSet, args) -> dict:
                 e_oracle=oracle.size,
                 empty_int=integrated.size == 0,
                 same_int=np.array_equal(integrated, oracle),
+                e_own=own.size,
+                own_found=np.intersect1d(integrated, own, assume_unique=True).size,
             )
         )
     cells = pd.DataFrame(cells)
@@ -375,6 +389,39 @@ def type_table(res: dict) -> list[dict]:
     return rows
 
 
+def integrate_default(option: str):
+    """The default of one of ``integrate``'s options (the bench follows the library's)."""
+    import inspect
+
+    from netinfer.integrate import integrate
+
+    return inspect.signature(integrate).parameters[option].default
+
+
+def own_network_table(results: dict[str, dict]) -> list[dict]:
+    """Per data set: edges per query cell, and recall and precision against the cell's own type
+    network (its true type's whole consensus network) over cells with largest weight >= 0.8."""
+    rows = []
+    for name, res in results.items():
+        cells = res["cells"]
+        q1, median, q3 = np.percentile(cells["e_int"], [25, 50, 75])
+        sure = cells[(cells["w_max"] >= 0.8) & (cells["e_own"] > 0)]
+        found, own, got = sure["own_found"].sum(), sure["e_own"].sum(), sure["e_int"].sum()
+        rows.append(
+            {
+                "data set": name,
+                "query cells": len(cells),
+                "edges/cell mean": f"{cells['e_int'].mean():.1f}",
+                "edges/cell Q1, median, Q3": f"{q1:.0f}, {median:.0f}, {q3:.0f}",
+                "cells w>=0.8 (own net non-empty)": len(sure),
+                "own-net edges/cell": f"{sure['e_own'].mean():.1f}" if len(sure) else "-",
+                "recall": f3(found / own) if own else "-",
+                "precision": f3(found / got) if got else "-",
+            }
+        )
+    return rows
+
+
 def confidence_table(cells: pd.DataFrame) -> list[dict]:
     """Query cells grouped by their largest kNN weight."""
     bins = [
@@ -413,17 +460,18 @@ def overview_row(res: dict) -> dict:
 
 def format_report(results: dict[str, dict], args, total_s: float) -> str:
     """Markdown: options, overview, then per data set the per-type and confidence tables."""
+    alpha = args.alpha if args.alpha is not None else integrate_default("alpha")
     lines = [
         "## Integration of held-out cells: integrated vs naive vs oracle graphs",
         "",
         f"Each type's cells split {1 - args.query_fraction:.0%} reference / "
         f"{args.query_fraction:.0%} query (stratified, seed {args.seed}); networks from the "
         f"reference with `celltype_networks` (resamples=20, seed={args.seed}, "
-        f"threads={args.threads}); query graphs from `integrate(k={args.k}, alpha={args.alpha}, "
+        f"threads={args.threads}); query graphs from `integrate(k={args.k}, alpha={alpha}, "
         f"n_pcs={args.n_pcs})` without the query's labels.",
         "",
         "J = Jaccard index of a query cell's edge set against its *oracle* graph (its true type's "
-        f"network, edges with exclusion <= {args.alpha}; empty where the type has no network); "
+        f"network, edges with exclusion <= {alpha}; empty where the type has no network); "
         "**J of two empty sets is 1**. *integrated*: integrate's graph; *naive*: the network "
         "(exclusion <= alpha) of the kNN's most probable type. 'empty int' is the fraction of "
         "query cells with an empty integrated graph; 'int = oracle' the fraction whose "
@@ -431,6 +479,13 @@ def format_report(results: dict[str, dict], args, total_s: float) -> str:
         "`summary['knn_heldout_accuracy']`.",
         "",
         markdown_table([overview_row(r) for r in results.values()]),
+        "",
+        "Against each query cell's own type network (its true type's whole consensus network, "
+        "every edge whatever its exclusion), pooled over the cells whose largest kNN weight is "
+        ">= 0.8 and whose type has a non-empty network: recall = found own edges / own edges, "
+        "precision = found own edges / integrated edges.",
+        "",
+        markdown_table(own_network_table(results)),
         "",
     ]
     for name, res in results.items():
@@ -475,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--datasets", nargs="*", choices=list(DATASETS), default=list(DATASETS))
     ap.add_argument("--query-fraction", type=float, default=0.25)
     ap.add_argument("--k", type=int, default=15, help="integrate's kNN neighbours")
-    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--alpha", type=float, help="integrate's alpha (default: integrate's)")
     ap.add_argument("--n-pcs", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2, help="ARACNe threads")
     ap.add_argument("--seed", type=int, default=0, help="split, pipeline and integrate seed")

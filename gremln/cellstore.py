@@ -138,6 +138,7 @@ def prepare(
     min_genes: int = 500,
     n_bins: int = 100,
     graph_mode: str = "celltype",
+    require_type_networks: bool = False,
     append: bool = False,
     vocabulary: GeneVocabulary | None = None,
     seed: int = 0,
@@ -166,6 +167,12 @@ def prepare(
         assignment named after the data set (``netinfer integrate --name``);
         ``"assignment:NAME"``: the per-cell graphs of the assignment NAME (e.g. ``netinfer
         cellspecific --name``); ``"ppi:NAME"``: the PPI graph NAME for every cell.
+    require_type_networks
+        In ``celltype`` mode, refuse the data when a cell type has no consensus network (an
+        empty one is then kept as the cells' graph). By default, cells of a type without a
+        network or with an empty one get a graph from the kNN integration instead
+        (``netinfer.integrate.integrate``, their nearest cells of the types that have one),
+        stored in the graph store as the assignment ``<data set>-without-type-network``.
     append
         Add to an existing store (its vocabulary and bins are kept).
     vocabulary
@@ -186,7 +193,8 @@ def prepare(
     Returns
     -------
     A report: cells read, removed by each QC rule, kept, genes dropped (outside the
-    vocabulary), cells per split.
+    vocabulary), cells per split and, in ``celltype`` mode, the cells per type given an integrated
+    graph (``integrated_cells``) with the integration's summary.
     """
     import scipy.sparse as sp
     import zarr
@@ -252,7 +260,20 @@ def prepare(
         cell_types[kept_rows],
         dataset,
         np.asarray(data.obs_names[kept_rows]).astype(str),
+        require_type_networks=require_type_networks,
     )
+    integrated = {}
+    without = np.flatnonzero(pd.isna(graph_keys))
+    if without.size:
+        graph_keys[without], integrated = _integrate_cells_without_network(
+            data,
+            kept_rows,
+            without,
+            cell_types,
+            graphs_path,
+            f"{dataset}-without-type-network",
+            seed=seed,
+        )
 
     genes = list(data.var_names.astype(str))
     vocabulary = (
@@ -316,7 +337,56 @@ def prepare(
         "examples_outside_vocabulary": dropped[:5],
         "cells_in_store": int(len(obs)),
         "splits": {k: int(v) for k, v in obs["split"].value_counts().items()},
+        **integrated,
     }
+
+
+REFERENCE_CELLS = 20_000
+"""Reference cells (at most; beyond, a seeded random sample of them) of the integration that
+gives graphs to cells of types without a network."""
+
+
+def _integrate_cells_without_network(
+    data, kept_rows, without, cell_types, graphs_path, name: str, *, seed: int
+) -> tuple[np.ndarray, dict]:
+    """Graphs for the kept cells ``without`` (positions in ``kept_rows``) whose type has no
+    network: the kNN integration against the kept cells of the types that have one."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from netinfer.integrate import integrate
+    from netinfer.store import GraphStore
+
+    with_network = np.setdiff1d(np.arange(kept_rows.size), without)
+    if with_network.size == 0:
+        raise InputError(
+            f"{graphs_path}: none of the kept cells' types has a consensus network; make them "
+            "with netinfer celltype-networks, or choose another graph mode (ppi:NAME, ...)"
+        )
+    if with_network.size > REFERENCE_CELLS:
+        picked = np.random.default_rng(seed).choice(with_network, REFERENCE_CELLS, replace=False)
+        with_network = np.sort(picked)
+    genes = pd.DataFrame(index=data.var_names.astype(str))
+
+    def cells(positions, obs):
+        rows = kept_rows[positions]
+        obs.index = np.asarray(data.obs_names[rows]).astype(str)
+        return ad.AnnData(X=sp.csr_matrix(data.X[rows]), obs=obs, var=genes)
+
+    query = cells(without, pd.DataFrame())  # no labels: the integration cannot read them
+    reference = cells(
+        with_network, pd.DataFrame({"cell_type": cell_types[kept_rows][with_network]})
+    )
+    with GraphStore.open(graphs_path, mode="a") as store:
+        result = integrate(
+            query, reference, store, cell_type_key="cell_type", name=name, overwrite=True, seed=seed
+        )
+    types, counts = np.unique(cell_types[kept_rows][without], return_counts=True)
+    report = {
+        "integrated_cells": {str(t): int(n) for t, n in zip(types, counts)},
+        "integration": {"assignment": name, **result.summary},
+    }
+    return np.full(without.size, f"assignment:{name}", dtype=object), report
 
 
 def _create(group, vocabulary: GeneVocabulary) -> None:
@@ -356,9 +426,17 @@ def _write_strings(group, path: str, values: np.ndarray) -> None:
 
 
 def _graph_keys(
-    graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: str, cell_ids: np.ndarray
+    graphs_path,
+    graph_mode: str,
+    cell_types: np.ndarray,
+    dataset: str,
+    cell_ids: np.ndarray,
+    *,
+    require_type_networks: bool = True,
 ) -> np.ndarray:
-    """Each cell's graph in the graph store, checked to exist there."""
+    """Each cell's graph in the graph store, checked to exist there; in ``celltype`` mode
+    without ``require_type_networks``, None for the cells whose type has no (or an empty)
+    consensus network."""
     from netinfer.store import GraphStore
 
     with GraphStore.open(graphs_path) as store:
@@ -384,13 +462,17 @@ def _graph_keys(
             )
         listing = store.list()
         listing = listing[listing["kind"] == "consensus"]
+        if not require_type_networks:  # an empty network is no graph: integrate those cells
+            listing = listing[listing["edges"] > 0]
         by_type = dict(zip(listing["cell_type"], listing["name"]))
     missing = sorted(set(cell_types) - set(by_type))
-    if missing:
+    if missing and require_type_networks:
         raise InputError(
             f"{graphs_path}: no consensus network for {len(missing)} cell type(s) of {dataset} "
-            f"(e.g. {', '.join(missing[:3])}); make them with netinfer celltype-networks. "
-            "Types it skipped (fewer than --min-cells cells) have none: leave their cells out, "
-            "or choose another graph mode (integrated, assignment:NAME, ppi:NAME)"
+            f"(e.g. {', '.join(missing[:3])}); make them with netinfer "
+            "celltype-networks. Types it skipped (fewer than --min-cells cells) have none: leave "
+            "their cells out, or choose another graph mode (integrated, assignment:NAME, "
+            "ppi:NAME); gremln prepare without --require-type-networks gives them integrated "
+            "graphs"
         )
-    return np.array([by_type[t] for t in cell_types], dtype=object)
+    return np.array([by_type.get(t) for t in cell_types], dtype=object)

@@ -3,16 +3,22 @@
 1. **Edge exclusion posteriors** Pr(e not in G_c | X_train, c). The evidence for an edge of cell
    type c is its recurrence T_e: the number of resampled ARACNe networks, over all of the type's
    clusters (N networks in all), that contain it. Pairs that are not edges appear at a small null
-   rate p0, edges at a higher rate p1, so T follows a two-group binomial mixture
-   pi0 Bin(N, p0) + (1 - pi0) Bin(N, p1), fitted by EM to the T of all regulator-target pairs
-   (most of them 0). The posterior that e is not an edge given T_e is the local false discovery
-   rate lfdr(T) = pi0 f0(T) / (pi0 f0(T) + (1 - pi0) f1(T)), decreasing in T. Edges outside a
-   type's network have exclusion probability 1.
+   rate, edges at a higher one. The resamples of a cluster share its cells, so a pair's finds are
+   correlated: T follows a two-group *beta-binomial* mixture
+   pi0 BB(N, a0, b0) + (1 - pi0) BB(N, a1, b1), fitted by maximum likelihood to the T of all
+   regulator-target pairs (most of them 0); a binomial mixture would call that overdispersion
+   certainty and push every posterior to 0 or 1. The posterior that e is not an edge given T_e
+   is the local false discovery rate lfdr(T) = pi0 f0(T) / (pi0 f0(T) + (1 - pi0) f1(T)),
+   non-increasing in T. Edges outside a type's network have exclusion probability 1.
 2. **Cell-type posterior** w_c(i) of a query cell: the fraction of its k nearest training cells of
-   type c, in a PCA space fitted on the training cells only. The query's labels are never read.
+   type c, in a PCA space fitted on the training cells only, over the types that have a
+   non-empty network (the kNN searches only their cells: a type without a network cannot veto
+   every edge). The query's labels are never read, and a query cell that is also a training
+   cell is never its own neighbour.
 3. **Integrated graph**: p_i(e) = sum_c w_c(i) Pr(e not in G_c) = 1 - sum_c w_c(i) s_c(e), with
-   s_c = 1 - exclusion, nonzero only on G_c; the cell's graph is {e : p_i(e) <= alpha}. Cells
-   with the same w share the computation and the graph.
+   s_c = 1 - exclusion, nonzero only on G_c; the cell's graph is {e : p_i(e) <= alpha}. Each
+   neighbour weighs 1/k, so alpha >= 1/k is required: one neighbour of a type lacking an edge
+   cannot remove it. Cells with the same w share the computation and the graph.
 """
 
 from __future__ import annotations
@@ -25,34 +31,71 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import stats
+from scipy import optimize, special, stats
 
 from netinfer.io import InputError
 from netinfer.sc.validate import validate_counts
 
 
 @dataclass(frozen=True)
-class BinomialMixture:
-    """A fitted two-group binomial mixture over recurrence counts 0..n_trials."""
+class RecurrenceMixture:
+    """A fitted two-group beta-binomial mixture over recurrence counts 0..n_trials.
+
+    Each group is a beta-binomial BB(N, a, b): a pair's rate of being found is Beta(a, b) and
+    its count Bin(N, rate). The resampled networks of one cluster share their cells, so a pair's
+    finds are correlated and its count is overdispersed against a binomial; the beta absorbs
+    that instead of pushing every posterior to 0 or 1 (with little overdispersion a and b grow
+    large and the group is a binomial). Constraints keep the groups apart: the null's rate
+    density is not piled up at 1 (b0 >= 1) and the edges' not at 0 (a1 >= 1). ``iterations``
+    counts the optimizer's iterations.
+    """
 
     n_trials: int
     pi0: float
-    p0: float
-    p1: float
+    null: tuple[float, float]
+    alt: tuple[float, float]
     iterations: int
 
-    def lfdr(self) -> np.ndarray:
-        """Local false discovery rate Pr(not an edge | T = t) for t = 0..n_trials."""
+    @property
+    def p0(self) -> float:
+        """Mean rate of the null group."""
+        return self.null[0] / sum(self.null)
+
+    @property
+    def p1(self) -> float:
+        """Mean rate of the edge group."""
+        return self.alt[0] / sum(self.alt)
+
+    def _log_joint(self) -> tuple[np.ndarray, np.ndarray]:
         t = np.arange(self.n_trials + 1)
-        null = np.log(self.pi0) + stats.binom.logpmf(t, self.n_trials, self.p0)
-        alt = np.log1p(-self.pi0) + stats.binom.logpmf(t, self.n_trials, self.p1)
-        return np.exp(null - np.logaddexp(null, alt))
+        null = np.log(self.pi0) + stats.betabinom.logpmf(t, self.n_trials, *self.null)
+        alt = np.log1p(-self.pi0) + stats.betabinom.logpmf(t, self.n_trials, *self.alt)
+        return null, alt
+
+    def lfdr(self) -> np.ndarray:
+        """Local false discovery rate Pr(not an edge | T = t) for t = 0..n_trials, made
+        non-increasing in t (more recurrence never means more doubt)."""
+        null, alt = self._log_joint()
+        return np.minimum.accumulate(np.exp(null - np.logaddexp(null, alt)))
 
 
-def fit_binomial_mixture(
-    counts: np.ndarray, *, n_trials: int, n_pairs: int, tol: float = 1e-10, max_iter: int = 5000
-) -> BinomialMixture:
-    """EM fit of pi0 Bin(N, p0) + (1 - pi0) Bin(N, p1), p0 < p1, to recurrence counts.
+_BOUNDS = np.array(
+    [
+        (special.logit(1e-6), special.logit(1 - 1e-9)),  # logit pi0
+        np.log((1e-3, 1e7)),  # null a
+        np.log((1.0, 1e7)),  # null b >= 1: noise's rate density is not piled up at 1
+        np.log((1.0, 1e7)),  # edge a >= 1: an edge's rate density is not piled up at 0
+        np.log((1e-3, 1e7)),  # edge b
+    ]
+)
+
+
+def fit_recurrence_mixture(counts: np.ndarray, *, n_trials: int, n_pairs: int) -> RecurrenceMixture:
+    """Maximum-likelihood fit of pi0 BB(N, a0, b0) + (1 - pi0) BB(N, a1, b1) to recurrence counts.
+
+    The likelihood is over the histogram of counts 0..N (N + 1 values), so one quasi-Newton
+    search over the five parameters (logit pi0 and log shapes) is cheap; EM converges slowly
+    here, as the two groups' shapes trade off against pi0.
 
     Parameters
     ----------
@@ -65,7 +108,7 @@ def fit_binomial_mixture(
 
     Returns
     -------
-    The fitted mixture.
+    The fitted mixture (see ``RecurrenceMixture`` for its constraints).
     """
     counts = np.asarray(counts, dtype=np.int64)
     if n_trials < 1:
@@ -74,36 +117,41 @@ def fit_binomial_mixture(
         raise ValueError("counts must be in 1..n_trials, at most n_pairs of them")
     histogram = np.bincount(counts, minlength=n_trials + 1).astype(np.float64)
     histogram[0] = n_pairs - counts.size
+    frequency = histogram / n_pairs
     t = np.arange(n_trials + 1)
-    # start: the pairs seen in most networks are edges; the rest are noise
+    # start: the pairs seen in most networks are edges, the rest noise at half the mean rate
     strong = histogram[t > n_trials / 2].sum()
     pi0 = min(1 - 1e-6, max(0.5, 1 - (strong + 1) / n_pairs))
-    p1 = 0.8
-    p0 = max(1e-9, min(0.5, (histogram @ t / n_trials / n_pairs) * 0.5))
-    iteration = 0
-    while iteration < max_iter:
-        iteration += 1
-        null = np.log(pi0) + stats.binom.logpmf(t, n_trials, p0)
-        alt = np.log1p(-pi0) + stats.binom.logpmf(t, n_trials, p1)
-        responsibility = np.exp(alt - np.logaddexp(null, alt))  # Pr(edge | t)
-        weight_alt = histogram @ responsibility
-        weight_null = histogram.sum() - weight_alt
-        new_pi0 = min(1 - 1e-12, max(1e-12, weight_null / histogram.sum()))
-        new_p0 = (histogram * (1 - responsibility)) @ t / max(weight_null * n_trials, 1e-300)
-        new_p1 = (histogram * responsibility) @ t / max(weight_alt * n_trials, 1e-300)
-        new_p0, new_p1 = np.clip([new_p0, new_p1], 1e-12, 1 - 1e-12)
-        if new_p0 > new_p1:  # keep the null component the rarer one
-            new_p0, new_p1, new_pi0 = new_p1, new_p0, 1 - new_pi0
-        change = max(abs(new_pi0 - pi0), abs(new_p0 - p0), abs(new_p1 - p1))
-        pi0, p0, p1 = float(new_pi0), float(new_p0), float(new_p1)
-        if change < tol:
-            break
-    return BinomialMixture(n_trials, pi0, p0, p1, iteration)
+    p0 = max(1e-6, min(0.3, (frequency @ t / n_trials) * 0.5))
+    start = np.array([special.logit(pi0), np.log(0.9), np.log(0.9 * (1 - p0) / p0), 2.0, 0.0])
+
+    def mixture(x, iterations=0):
+        return RecurrenceMixture(
+            n_trials,
+            float(special.expit(x[0])),
+            tuple(np.exp(x[1:3]).tolist()),
+            tuple(np.exp(x[3:5]).tolist()),
+            iterations,
+        )
+
+    def negative_log_likelihood(x):
+        null, alt = mixture(x)._log_joint()
+        return -(frequency @ np.logaddexp(null, alt))
+
+    start = np.clip(start, _BOUNDS[:, 0], _BOUNDS[:, 1])
+    found = optimize.minimize(
+        negative_log_likelihood,
+        start,
+        method="L-BFGS-B",
+        bounds=_BOUNDS,
+        options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 2000},
+    )
+    return mixture(found.x, int(found.nit))
 
 
 def exclusion_probabilities(
     edges: pd.DataFrame, recurrences: list[pd.DataFrame], *, n_trials: int, n_pairs: int
-) -> tuple[np.ndarray, BinomialMixture]:
+) -> tuple[np.ndarray, RecurrenceMixture]:
     """Pr(e not in G_c) for the edges of a cell type's network, from their recurrence.
 
     Parameters
@@ -123,7 +171,7 @@ def exclusion_probabilities(
     The exclusion probability of each edge (its lfdr) and the fitted mixture.
     """
     total = pd.concat(recurrences).groupby(["regulator", "target"])["count"].sum()
-    mixture = fit_binomial_mixture(total.to_numpy(), n_trials=n_trials, n_pairs=n_pairs)
+    mixture = fit_recurrence_mixture(total.to_numpy(), n_trials=n_trials, n_pairs=n_pairs)
     keys = pd.MultiIndex.from_frame(edges[["regulator", "target"]])
     recurrence = total.reindex(keys).fillna(0).to_numpy(np.int64)
     return mixture.lfdr()[recurrence], mixture
@@ -246,18 +294,29 @@ def knn_type_posterior(
     *,
     types: list[str],
     k: int = 15,
+    itself: np.ndarray | None = None,
 ) -> np.ndarray:
     """Counts of each type among every query cell's k nearest training cells (cells x types).
 
     Divide by k for the posterior w; integer counts let identical posteriors be found exactly.
+    ``itself[i]`` is the training row of query cell i when it is also a training cell (else
+    -1): a cell is never its own neighbour, so it gets its k nearest *other* training cells.
     """
     from sklearn.neighbors import NearestNeighbors
 
-    if not 1 <= k <= len(train_labels):
-        raise ValueError(f"k must be in [1, {len(train_labels)}] (training cells), not {k}")
+    n_train = len(train_labels)
+    itself = np.full(query_coords.shape[0], -1) if itself is None else np.asarray(itself)
+    if not 1 <= k <= n_train - int(itself.max(initial=-1) >= 0):
+        raise ValueError(f"k must be in [1, {n_train}] (training cells, less itself), not {k}")
     code = {t: i for i, t in enumerate(types)}
     labels = np.array([code[t] for t in train_labels])
-    _, neighbours = NearestNeighbors(n_neighbors=k).fit(train_coords).kneighbors(query_coords)
+    n_neighbors = min(k + 1, n_train)  # one spare, for the cell itself
+    _, found = NearestNeighbors(n_neighbors=n_neighbors).fit(train_coords).kneighbors(query_coords)
+    # drop the cell itself where found (by row, not distance: duplicates are other cells), else
+    # the farthest of the k + 1
+    keep = found != itself[:, None]
+    keep[keep.sum(axis=1) > k, -1] = False
+    neighbours = found[keep].reshape(found.shape[0], k)
     counts = np.zeros((query_coords.shape[0], len(types)), dtype=np.int32)
     np.add.at(counts, (np.repeat(np.arange(neighbours.shape[0]), k), labels[neighbours.ravel()]), 1)
     return counts
@@ -279,29 +338,32 @@ def _type_graphs(store, types: list[str]) -> dict[str, tuple[np.ndarray, np.ndar
     listing = store.list()
     listing = listing[listing["kind"] == "consensus"]
     by_type = dict(zip(listing["cell_type"], listing["name"]))
-    unused = sorted(set(by_type) - set(types))
-    if unused:
+    edges_of = dict(zip(listing["name"], listing["edges"]))
+    unused = sorted(t for t in set(by_type) - set(types) if edges_of[by_type[t]] > 0)
+    if unused:  # (an empty network would add nothing anyway)
         warnings.warn(
             f"{store.url}: {len(unused)} cell type network(s) have no training cells and are "
             f"ignored: {', '.join(unused[:5])}",
             UserWarning,
             stacklevel=3,
         )
-    edges_of = dict(zip(listing["name"], listing["edges"]))
     missing = [t for t in types if t not in by_type or edges_of[by_type[t]] == 0]
+    if len(missing) == len(types):
+        raise InputError(
+            f"{store.url}: none of the reference's {len(types)} cell types has a non-empty "
+            "consensus network; make them with netinfer celltype-networks, or give the cells a "
+            "PPI or curated graph instead"
+        )
     if missing:
         warnings.warn(
             f"{store.url}: no consensus network, or an empty one, for {len(missing)} training "
-            f"cell type(s) ({', '.join(missing[:5])}): weight on them removes every edge "
-            "(eq. 3 treats their edges as absent)",
+            f"cell type(s) ({', '.join(missing[:5])}): their cells are left out of the kNN, so "
+            "query cells near them take the graphs of the nearest types that have one",
             UserWarning,
             stacklevel=3,
         )
     networks = {}
-    for cell_type in types:
-        if cell_type not in by_type:
-            networks[cell_type] = (np.empty(0, int), np.empty(0, int), np.empty(0))
-            continue
+    for cell_type in sorted(set(types) - set(missing)):
         graph = store.get(by_type[cell_type])
         if "exclusion" not in graph.edge_attrs:
             raise InputError(
@@ -320,7 +382,7 @@ def integrate(
     *,
     cell_type_key: str,
     k: int = 15,
-    alpha: float = 0.05,
+    alpha: float = 0.25,
     n_pcs: int = 50,
     name: str = "integrated",
     min_overlap: float = 0.5,
@@ -343,7 +405,10 @@ def integrate(
     k
         Neighbours of the kNN classifier.
     alpha
-        False-edge level: an edge is in a cell's graph when p_i(e) <= alpha.
+        False-edge level: an edge is in a cell's graph when p_i(e) <= alpha. Each neighbour
+        weighs 1/k, so m neighbours of types lacking an edge remove it once m/k > alpha: alpha
+        must be at least 1/k (one neighbour cannot veto an edge), and below 0.5 an edge needs
+        most of the weight. The default 0.25 with k = 15 lets 3 of 15 neighbours lack an edge.
     n_pcs
         PCA components, fitted on the reference only.
     name
@@ -364,7 +429,17 @@ def integrate(
     Returns
     -------
     ``IntegrationResult``; the store gets the assignment ``name``: the distinct graphs, each
-    cell's graph index, the weights and the cell types (``GraphStore.get_assignment``).
+    cell's graph index, the weights and the cell types that have a network
+    (``GraphStore.get_assignment``).
+
+    Notes
+    -----
+    The type posterior is over the types that have a non-empty network: the k nearest reference
+    cells are sought among the cells of those types only, so a query cell of a type without a
+    network gets the graphs of its nearest types that have one. A query cell that is also a
+    reference cell (the same obs name and the same expression profile) is never its own
+    neighbour; a different cell that only shares a name (default names "0", "1", ... of two
+    data sets) is an ordinary neighbour.
     """
     from sklearn.decomposition import PCA
 
@@ -372,6 +447,11 @@ def integrate(
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    if alpha * k < 1.0 - 1e-9:  # (alpha = 1/k itself passes despite rounding)
+        raise ValueError(
+            f"alpha {alpha} is below 1/k = 1/{k}: one neighbour of a type lacking an edge would "
+            f"remove it from the cell's graph; use alpha >= {1 / k:.3g} (or more neighbours)"
+        )
     if n_pcs < 1:
         raise ValueError(f"n_pcs must be at least 1, not {n_pcs}")
     validate_counts(query, "<query>", command="integrate")  # its labels are never read
@@ -394,7 +474,8 @@ def integrate(
             f"{min_overlap:.0%}. Are both in the same gene ids?"
         )
     labels = reference.obs[cell_type_key].astype(str).to_numpy()
-    types = sorted(set(labels))
+    type_graphs = _type_graphs(store, sorted(set(labels)))
+    types = sorted(type_graphs)
     ref = to_dense(normalize(reference[:, shared].X))
     n_comps = int(min(n_pcs, ref.shape[0] - 1, ref.shape[1]))
 
@@ -402,7 +483,8 @@ def integrate(
         return PCA(n_components=min(n_comps, int(rows.sum()) - 1), random_state=seed).fit(ref[rows])
 
     pca = fitted_pca(np.ones(len(labels), dtype=bool))
-    ref_coords = pca.transform(ref)
+    in_knn = np.isin(labels, types)  # cells of the types with a network
+    ref_coords = pca.transform(ref[in_knn])
     query_coords = (
         np.vstack(
             [
@@ -417,21 +499,34 @@ def integrate(
     # accuracy of the classifier on training cells that neither its PCA nor its kNN saw
     held_out = np.random.default_rng(seed).random(len(labels)) < 0.2
     accuracy = None
-    if held_out.any() and (~held_out).sum() > max(k, 2):
+    if (held_out & in_knn).any() and (~held_out & in_knn).sum() > max(k, 2):
         split_pca = fitted_pca(~held_out)
+        fit, scored = ~held_out & in_knn, held_out & in_knn
         counts = knn_type_posterior(
-            split_pca.transform(ref[~held_out]),
-            labels[~held_out],
-            split_pca.transform(ref[held_out]),
+            split_pca.transform(ref[fit]),
+            labels[fit],
+            split_pca.transform(ref[scored]),
             types=types,
             k=k,
         )
-        accuracy = float(np.mean(np.asarray(types)[counts.argmax(axis=1)] == labels[held_out]))
+        accuracy = float(np.mean(np.asarray(types)[counts.argmax(axis=1)] == labels[scored]))
 
-    counts = knn_type_posterior(ref_coords, labels, query_coords, types=types, k=k)
+    # a query cell that is a reference cell must not find itself: the same name (the first
+    # reference cell of that name) and the same profile, as default names ("0", "1", ...) of
+    # two data sets coincide for different cells
+    names = pd.Index(reference.obs_names[in_knn].astype(str))
+    row_of = pd.Series(np.arange(len(names)), index=names)[~names.duplicated()]
+    itself = row_of.reindex(query.obs_names.astype(str)).fillna(-1).to_numpy(np.int64)
+    named = np.flatnonzero(itself >= 0)
+    offset = np.linalg.norm(query_coords[named] - ref_coords[itself[named]], axis=1)
+    scale = np.sqrt(np.mean(np.sum(ref_coords**2, axis=1))) if len(ref_coords) else 1.0
+    itself[named[offset > 1e-6 * max(scale, 1e-12)]] = -1
+    counts = knn_type_posterior(
+        ref_coords, labels[in_knn], query_coords, types=types, k=k, itself=itself
+    )
     distinct, cell_to_distinct = np.unique(counts, axis=0, return_inverse=True)
     cell_to_distinct = cell_to_distinct.ravel()
-    networks = TypeNetworks.from_edges(_type_graphs(store, types))
+    networks = TypeNetworks.from_edges(type_graphs)
     writer = store.assignment_writer(name, overwrite=overwrite)
     sizes = []
 
@@ -450,6 +545,8 @@ def integrate(
         "shared_genes": int(len(shared)),
         "gene_overlap": round(overlap, 4),
         "cell_types": types,
+        "types_without_network": sorted(set(labels) - set(types)),
+        "query_cells_in_reference": int((itself >= 0).sum()),
         "knn_heldout_accuracy": accuracy,
         "distinct_weights": int(len(distinct)),
         "distinct_graphs": int(len(sizes)),

@@ -443,6 +443,12 @@ NETWORK_HEADERS = {
 }
 
 
+def header_matches(fields: Iterable[str], columns: Iterable[str]) -> bool:
+    """Whether a header line's fields name ``columns`` in order, in any letter case (so
+    ``regulator target mi pvalue`` is an ARACNe-AP header too)."""
+    return [f.strip().casefold() for f in fields] == [c.casefold() for c in columns]
+
+
 def read_network(path: str | os.PathLike[str], *, with_lines: bool = False):
     """Read an ARACNe-AP (``Regulator Target MI pvalue``) or ARACNe3 consolidated network file.
 
@@ -468,7 +474,7 @@ def read_network(path: str | os.PathLike[str], *, with_lines: bool = False):
             rows = [line.rstrip("\r\n").split("\t") for line in handle]
     except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{source}: cannot read as UTF-8 text ({exc})") from None
-    formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header == list(cols)}
+    formats = {name: cols for name, cols in NETWORK_HEADERS.items() if header_matches(header, cols)}
     if not formats:
         expected = " | ".join("\t".join(cols) for cols in NETWORK_HEADERS.values())
         raise InputError(

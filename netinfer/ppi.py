@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from netinfer.io import InputError, _open_text, _require_file
+from netinfer.io import InputError, _open_text, _require_file, header_matches
 
 __all__ = [
     "HINT_HEADERS",
@@ -267,7 +267,7 @@ def _hint_generation(source: str, header_line: str, fh) -> str:
         raise InputError(f"{source}: line 1 is blank; expected a HINT header line ({expected})")
     fields = tuple(f.strip() for f in header.split("\t"))
     for generation, columns in HINT_HEADERS.items():
-        if fields == columns:
+        if header_matches(fields, columns):
             return generation
     if "\t" not in header and tuple(header.split()) in HINT_HEADERS.values():
         raise InputError(
@@ -527,7 +527,9 @@ def _read_string_links(source: str) -> tuple[str, pd.DataFrame]:
                 f"{_show(header)}"
             )
         fields = tuple(header.rstrip().split(" "))
-        fmt = next((f for f, cols in _STRING_LINKS_HEADERS.items() if fields == cols), None)
+        fmt = next(
+            (f for f, cols in _STRING_LINKS_HEADERS.items() if header_matches(fields, cols)), None
+        )
         if fmt is None:
             raise InputError(
                 f"{source}: line 1: not a STRING v12 links header; found {list(fields)!r}, "
@@ -617,7 +619,7 @@ def _read_string_tsv(source: str, columns: tuple[str, ...], what: str) -> pd.Dat
                 f"{expected!r}"
             )
         fields = tuple(f.strip() for f in header.split("\t"))
-        if fields != columns:
+        if not header_matches(fields, columns):
             if "\t" not in header and tuple(header.split()) == columns:
                 raise InputError(
                     f"{source}: STRING {what} files are tab-separated, but line 1 is separated "

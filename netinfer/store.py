@@ -709,11 +709,12 @@ class GraphStore:
         }
         indptr = np.zeros(n_genes + 1, dtype=np.int64)
         np.add.at(indptr, rows + 1, 1)
-        indptr = np.cumsum(indptr)
+        # one index dtype for indptr and indices, as scipy needs when anndata reads them back
+        index_dtype = np.int32 if max(rows.size, n_genes) <= np.iinfo(np.int32).max else np.int64
         arrays = {
             "adjacency/data": values,
-            "adjacency/indices": cols.astype(np.int32),
-            "adjacency/indptr": indptr,
+            "adjacency/indices": cols.astype(index_dtype),
+            "adjacency/indptr": np.cumsum(indptr).astype(index_dtype),
             **{f"edge_attrs/{column}": values for column, values in attrs.items()},
         }
         key = uuid.uuid4().hex

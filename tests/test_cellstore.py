@@ -96,6 +96,53 @@ def test_prepare_real_counts_and_append_a_simulated_data_set(pbmc, tmp_path):
     assert ids.max() < len(store.vocabulary) and ids.size > 0
 
 
+def test_prepare_gives_types_without_network_integrated_graphs(pbmc, tmp_path):
+    folder, adata, _ = pbmc
+    labels = adata.obs["bulk_labels"].astype(str)
+    sizes = labels.value_counts()
+    small = sorted(sizes[sizes < 30].index)  # pbmc68k_reduced: 3 types, no network for them
+    assert len(small) == 3
+    genes = adata.var_names.astype(str)
+    graphs = tmp_path / "graphs.zarr"
+    with GraphStore.create(graphs) as store:
+        for i, cell_type in enumerate(sorted(set(labels) - set(small))):
+            edges = pd.DataFrame(
+                {"regulator": [genes[0]], "target": [genes[i + 1]], "mi": [0.5], "exclusion": 0.0}
+            )
+            store.add_graph(f"net{i}", edges, kind="consensus", cell_type=cell_type)
+    counts = folder / "pbmc68k.h5ad"
+    with pytest.raises(InputError, match="no consensus network for 3 cell type"):
+        prepare(
+            counts,
+            tmp_path / "refused.zarr",
+            graphs_path=graphs,
+            cell_type_key="bulk_labels",
+            require_type_networks=True,
+            **QC,
+        )
+    report = prepare(
+        counts, tmp_path / "cells.zarr", graphs_path=graphs, cell_type_key="bulk_labels", **QC
+    )
+    kept = CellStore.open(tmp_path / "cells.zarr").obs
+    expected = kept[kept["cell_type"].isin(small)]["cell_type"].value_counts()
+    assert report["integrated_cells"] == expected.to_dict() and expected.sum() > 0
+    name = "pbmc68k-without-type-network"
+    assert report["integration"]["assignment"] == name
+    assert set(report["integration"]["cell_types"]).isdisjoint(small)
+    integrated = kept["cell_type"].isin(small).to_numpy()
+    assert set(kept["graph_key"][integrated]) == {f"assignment:{name}"}
+    assert not kept["graph_key"][~integrated].str.startswith("assignment:").any()
+    with GraphStore.open(graphs) as store:
+        assignment = store.get_assignment(name)
+        assert sorted(assignment.cells) == sorted(kept["cell_id"][integrated])
+        # a cell whose neighbours are all of one type gets that type's one edge
+        unanimous = np.flatnonzero(assignment.weights.max(axis=1) == 1.0)
+        assert unanimous.size > 0
+        for i in unanimous:
+            rows, cols = assignment.cell_graph(i)
+            assert len(rows) == 1 and store.genes[rows[0]] == genes[0]
+
+
 def test_prepare_bad_input(pbmc, tmp_path):
     folder, adata, graphs = pbmc
     cells = tmp_path / "cells.zarr"
@@ -104,7 +151,12 @@ def test_prepare_bad_input(pbmc, tmp_path):
     partial = _graph_store(tmp_path / "partial.zarr", ["Dendritic"])
     with pytest.raises(InputError, match="no consensus network for 9 cell type"):
         prepare(
-            folder / "pbmc68k.h5ad", cells, graphs_path=partial, cell_type_key="bulk_labels", **QC
+            folder / "pbmc68k.h5ad",
+            cells,
+            graphs_path=partial,
+            cell_type_key="bulk_labels",
+            require_type_networks=True,
+            **QC,
         )
     prepare(folder / "pbmc68k.h5ad", cells, graphs_path=graphs, cell_type_key="bulk_labels", **QC)
     with pytest.raises(InputError, match="exists; pass append"):

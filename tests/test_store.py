@@ -77,6 +77,57 @@ def test_every_kind_round_trips_and_anndata_reads_it(store, tmp_path):
     assert lazy.shape == read.shape and (lazy.to_memory() != read).nnz == 0
 
 
+def test_graphs_read_back_through_anndata_to_coo(store):
+    store.add_graph("g", _grn(), kind="grn")
+    adjacency = zarr.open_group(store.url, mode="r")[f"graphs/{_key(store.url, 'g')}/adjacency"]
+    assert adjacency["indptr"].dtype == adjacency["indices"].dtype == np.int32
+    coo = anndata.io.sparse_dataset(adjacency).to_memory().tocoo()  # needs one index dtype
+    genes = store.genes
+    assert set(zip(genes[coo.row], genes[coo.col], coo.data)) == set(
+        zip(_grn()["regulator"], _grn()["target"], _grn()["mi"])
+    )
+
+
+def test_old_stores_with_mixed_index_dtypes_still_read(store):
+    store.add_graph("g", _grn(), kind="grn")
+    expected = store.get("g").adjacency.toarray()
+    adjacency = zarr.open_group(store.url, mode="a")[f"graphs/{_key(store.url, 'g')}/adjacency"]
+    indptr = adjacency["indptr"][:].astype(np.int64)  # as stores before one index dtype
+    del adjacency["indptr"]
+    adjacency.create_array("indptr", shape=indptr.shape, dtype=np.int64)[:] = indptr
+    with GraphStore.open(store.url) as reopened:
+        np.testing.assert_array_equal(reopened.get("g").adjacency.toarray(), expected)
+        src, dst, _ = reopened.subgraph("g", reopened.gene_index(["TF1", "TF2", "G1"]))
+        assert sorted(zip(src.tolist(), dst.tolist())) == [(0, 2), (1, 0), (1, 2)]
+
+
+def test_network_headers_match_case_insensitively(store, tmp_path):
+    path = tmp_path / "lower.tsv"
+    path.write_text("regulator\ttarget\tmi\tpvalue\nTF1\tG1\t0.5\t1e-6\n")
+    store.add_network_file("lower", path)
+    assert store.get("lower").to_dataframe()[["source", "target"]].values.tolist() == [
+        ["TF1", "G1"]
+    ]
+    upper = tmp_path / "upper.tsv"
+    upper.write_text(
+        "REGULATOR.VALUES\tTarget.Values\tmi.values\tscc.values\tcount.values"
+        "\tlog.p.values\nTF1\tG2\t0.5\t0.3\t7\t-10\n"
+    )
+    assert read_network(upper)["count"].tolist() == [7]
+
+
+def test_store_add_command_takes_a_lower_case_header(tmp_path):
+    from cli import netinfer as cli
+
+    path = tmp_path / "lower.tsv"
+    path.write_text("regulator\ttarget\tmi\tpvalue\nTF1\tG1\t0.5\t1e-6\n")
+    graphs = str(tmp_path / "graphs.zarr")
+    assert cli.main(["store", "create", graphs]) == 0
+    assert cli.main(["store", "add", graphs, "lower", str(path)]) == 0
+    with GraphStore.open(graphs) as store:
+        assert store.get("lower").to_dataframe()["pvalue"].tolist() == [1e-6]
+
+
 def test_directed_edges_are_kept_and_symmetrized_only_on_request(store):
     store.add_graph("g", _grn(), kind="grn")
     a = store.get("g").adjacency

@@ -1,0 +1,1 @@
+"""The graph store and what goes into it (see ``sources`` for curated priors)."""
