@@ -552,7 +552,12 @@ def _prepare_cases():
             ["--min-counts", "1000000"],
             ["no cell left", "below_min_counts 60", "--allow-empty"],
         ),
-        ("type without network", "unknown_type.h5ad", [], ["no consensus network", "type C"]),
+        (
+            "type without network, refusal asked for",
+            "unknown_type.h5ad",
+            ["--require-type-networks"],
+            ["no consensus network", "type C"],
+        ),
         ("ppi graph missing", "fresh.h5ad", ["--graph-mode", "ppi:nope"], ["no graph 'nope'"]),
     ]
 
