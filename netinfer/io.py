@@ -608,6 +608,13 @@ def _read_text_matrix(source: str, sep: str) -> tuple[np.ndarray, np.ndarray, li
         raise InputError(f"{source}: cannot parse as a {sep!r}-separated table")
 
     genes = df.pop(0).to_numpy(dtype=object)
+    blank = np.flatnonzero(pd.Series(genes).str.strip() == "")
+    if blank.size:
+        lines = _data_line_numbers(source, sep, n_fields)[blank]
+        where = ", ".join(str(line) for line in lines[:_N_EXAMPLES])
+        more = ", ..." if blank.size > _N_EXAMPLES else ""
+        rows = "line" if blank.size == 1 else f"{blank.size} lines, e.g. lines"
+        raise InputError(f"{source}: empty gene id on {rows} {where}{more}; every row needs one")
     text_cols = {c for c, dtype in df.dtypes.items() if dtype.kind == "O"}
     if text_cols:
         # Short rows also end up here, padded with '': check the structure first.

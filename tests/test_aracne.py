@@ -137,3 +137,19 @@ def test_anndata_wrapper_with_sparse_layer_roundtrips_h5ad(tmp_path):
     assert "other" in copy.uns and "other" not in adata.uns
     with pytest.raises(InputError, match="no layer 'missing'"):
         aracne_adata(adata, regulators, layer="missing")
+
+
+@pytest.mark.parametrize("blank_id", ["", "  "])
+def test_empty_gene_id_fails_naming_its_line(tmp_path, capsys, blank_id):
+    from cli import netinfer as cli
+
+    matrix = tmp_path / "expr.tsv"
+    rows = ["gene\tS1\tS2\tS3", "A\t1\t2\t3", "", "B\t3\t1\t2", f"{blank_id}\t2\t3\t1"]
+    matrix.write_text("\n".join(rows) + "\n")
+    regulators = tmp_path / "tfs.txt"
+    regulators.write_text("A\n")
+    out = tmp_path / "net.txt"
+    args = ["aracne", str(matrix), "--regulators", str(regulators), "--output", str(out)]
+    assert cli.main(args) == 2
+    assert f"{matrix}: empty gene id on line 5;" in capsys.readouterr().err
+    assert not out.exists()
