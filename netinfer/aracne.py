@@ -50,6 +50,7 @@ from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
 from netinfer.io import InputError, validate_expression
 from netinfer.mi.apmi import (
+    PARTITIONS,
     apmi_pairs,
     apmi_regulators,
     min_split_for,
@@ -77,6 +78,36 @@ FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples rank
 #: The MI estimators: adaptive partitioning (ARACNe's) and Gaussian-copula MI.
 ESTIMATORS = ("apmi", "gcmi")
 
+#: Options that make ``aracne`` run each reference's method, for a lab that must reproduce its
+#: numbers (``netinfer aracne --compat NAME``; explicit options override them). Quirks kept on
+#: purpose: ARACNe3's nominal cell widths and (r + 1) / (n + 1) midpoints, ARACNe-AP's integer
+#: midpoints over descending ranks and its consolidation tail P(X > k). Defects not reproduced:
+#: ARACNe-AP's threshold that ignores its p-value and its bootstrap that never draws the last
+#: sample; ARACNe3's cache-dependent null. Our defaults keep our own choices.
+COMPAT_PRESETS = {
+    "aracne3": dict(
+        estimator="apmi",
+        partition="aracne3",
+        leaf_rule="aracne3",
+        resampling="subsample",
+        subsample_fraction=0.632,
+        fdr=0.05,
+        pvalue=None,
+        pruning="maxent",
+        consolidation="binomial",
+    ),
+    "aracne-ap": dict(
+        estimator="apmi",
+        partition="aracne-ap",
+        leaf_rule="aracne-ap",
+        resampling="bootstrap",
+        pvalue=1e-8,
+        fdr=None,
+        pruning="dpi",
+        consolidation="poisson-ap",
+    ),
+}
+
 
 def check_estimator(estimator: str, bias_correction: bool = False) -> None:
     """Raise ValueError for an unknown estimator, or a bias correction it does not have."""
@@ -102,6 +133,7 @@ class AracneSettings:
     consolidation: str = "poisson"
     consolidation_pvalue: float = 0.05
     leaf_rule: str = "aracne-ap"
+    partition: str = "netinfer"
     null_pairs: int = DEFAULT_NULL_PAIRS
     seed: int = 0
 
@@ -133,6 +165,8 @@ class AracneSettings:
                 f"consolidation_pvalue must be in (0, 1), not {self.consolidation_pvalue}"
             )
         min_split_for(self.leaf_rule)
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, not {self.partition!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
 
@@ -188,8 +222,8 @@ def _mi_matrix(values, reg_cols, settings: AracneSettings, rng) -> np.ndarray:
     if settings.estimator == "gcmi":
         scores = copula_normalize(values, rng)
         return gcmi_regulators(scores, reg_cols, bias_correction=settings.bias_correction)
-    codes, depth = rank_codes(random_tie_ranks(values, rng))
-    return apmi_regulators(codes, reg_cols, depth, min_split_for(settings.leaf_rule))
+    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    return apmi_regulators(codes, reg_cols, widths, min_split_for(settings.leaf_rule))
 
 
 def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarray:
@@ -197,8 +231,8 @@ def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarra
     if settings.estimator == "gcmi":
         scores = copula_normalize(values, rng)
         return gcmi_pairs(scores, first, second, bias_correction=settings.bias_correction)
-    codes, depth = rank_codes(random_tie_ranks(values, rng))
-    return apmi_pairs(codes, first, second, depth, min_split_for(settings.leaf_rule))
+    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    return apmi_pairs(codes, first, second, widths, min_split_for(settings.leaf_rule))
 
 
 def _run_null(n_samples: int, settings: AracneSettings):
@@ -214,6 +248,7 @@ def _run_null(n_samples: int, settings: AracneSettings):
         scheme=settings.scheme,
         fraction=settings.subsample_fraction,
         min_split=min_split_for(settings.leaf_rule),
+        partition=settings.partition,
         seed=settings.seed,
         n_pairs=settings.null_pairs,
     )
@@ -312,6 +347,7 @@ def aracne(
     consolidation: str = "poisson",
     consolidation_pvalue: float = 0.05,
     leaf_rule: str = "aracne-ap",
+    partition: str = "netinfer",
     null_pairs: int = DEFAULT_NULL_PAIRS,
     full_output: bool = False,
     seed: int = 0,
@@ -361,6 +397,11 @@ def aracne(
         Bonferroni-adjusted p-value below which a consolidated edge is kept.
     leaf_rule
         ``"aracne-ap"`` (test cells of >= 3 points) or ``"aracne3"`` (>= 4); ``"apmi"`` only.
+    partition
+        Where the adaptive partition puts cell midpoints: ``"netinfer"`` (cells at k m / 2^d
+        ranks, widths counted in ranks), ``"aracne3"`` or ``"aracne-ap"`` (each reference's own
+        rounding, to reproduce its MI values; see ``netinfer.mi.apmi``); ``"apmi"`` only.
+        ``COMPAT_PRESETS`` holds every option of each reference's method.
     null_pairs
         Number of null MI values simulated for the threshold (``"apmi"``; GCMI's null is
         analytic).
@@ -402,6 +443,7 @@ def aracne(
         consolidation=consolidation,
         consolidation_pvalue=consolidation_pvalue,
         leaf_rule=leaf_rule,
+        partition=partition,
         null_pairs=null_pairs,
         seed=seed,
     )

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from conftest import planted_network
 
 from netinfer import InputError, aracne, aracne_adata
+from netinfer.aracne import COMPAT_PRESETS
 from netinfer.distributed import prepare_client
 
 FAST = dict(resamples=8, null_pairs=100_000, seed=3)
@@ -73,6 +74,8 @@ def test_dask_local_cluster_gives_the_same_network(planted, estimator):
         dict(pvalue=1e-8),
         dict(fdr=0.05, pruning="maxent", consolidation="binomial", leaf_rule="aracne3"),
         dict(resamples=0),
+        COMPAT_PRESETS["aracne3"],
+        COMPAT_PRESETS["aracne-ap"],
     ],
 )
 def test_variants_run_and_stay_precise(planted, options):
@@ -153,3 +156,35 @@ def test_empty_gene_id_fails_naming_its_line(tmp_path, capsys, blank_id):
     assert cli.main(args) == 2
     assert f"{matrix}: empty gene id on line 5;" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compat_preset_sets_the_method_and_explicit_flags_override_it():
+    from cli import netinfer as cli
+
+    def options(*flags):
+        return cli._method_options(
+            cli._parser().parse_args(["aracne", "e.tsv", "--regulators", "r", *flags])
+        )
+
+    assert options() == {}  # the library's own defaults
+    assert options("--compat", "aracne3") == COMPAT_PRESETS["aracne3"]
+    overridden = options(
+        "--compat", "aracne-ap", "--leaf-rule", "aracne3", "--fdr", "0.1", "--subsample", "0.5"
+    )
+    assert overridden == {
+        **COMPAT_PRESETS["aracne-ap"],
+        "leaf_rule": "aracne3",
+        "fdr": 0.1,
+        "pvalue": None,
+        "resampling": "subsample",
+        "subsample_fraction": 0.5,
+    }
+    result = aracne(
+        np.random.default_rng(0).normal(size=(40, 6)),
+        list("ABCDEF"),
+        ["A"],
+        resamples=2,
+        null_pairs=100_000,
+        **overridden,
+    )
+    assert result.settings["partition"] == "aracne-ap" and result.settings["leaf_rule"] == "aracne3"

@@ -116,6 +116,7 @@ def null_model(
     fraction: float,
     min_split: int,
     seed: int,
+    partition: str = "netinfer",
     n_pairs: int = DEFAULT_NULL_PAIRS,
     tail_fraction: float = DEFAULT_TAIL_FRACTION,
 ) -> NullModel:
@@ -134,6 +135,8 @@ def null_model(
         The resampling scheme and subsample fraction, as in ``resample_indices``.
     min_split
         The estimator's leaf rule (3 for ARACNe-AP, 4 for ARACNe3).
+    partition
+        The estimator's partition (``netinfer.mi.apmi.PARTITIONS``).
     seed
         Seed of the null simulation.
     n_pairs
@@ -152,8 +155,8 @@ def null_model(
         idx = resample_indices(n_samples, scheme, fraction, rng)
         resample_size = idx.size
         genes = rng.standard_normal((genes_per_batch, n_samples))[:, idx]
-        codes, depth = rank_codes(random_tie_ranks(genes, rng))
-        values.append(apmi_pairs(codes, first, second, depth, min_split))
+        codes, widths = rank_codes(random_tie_ranks(genes, rng), partition)
+        values.append(apmi_pairs(codes, first, second, widths, min_split))
     return fit_null(np.concatenate(values), n_samples=resample_size, tail_fraction=tail_fraction)
 
 
