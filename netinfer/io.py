@@ -344,8 +344,8 @@ def read_regulators(
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """Open ``path`` for writing text so that it is replaced all at once, or not at all.
+def atomic_write(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO]:
+    """Open ``path`` for writing text (or bytes) so that it is replaced all at once, or not at all.
 
     Text goes to a temporary file in the same directory, which is fsynced and then renamed onto
     ``path``. If the block raises, the temporary file is removed and an existing file at
@@ -356,11 +356,13 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     ----------
     path
         Destination file.
+    binary
+        Yield the raw binary handle instead (no gzip, no text encoding).
 
     Yields
     ------
     file object
-        UTF-8 text handle writing ``\\n`` line endings.
+        UTF-8 text handle writing ``\\n`` line endings, or the binary handle.
     """
     path = Path(path)
     if path.is_dir():
@@ -372,16 +374,19 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     try:
         with open(fd, "wb") as raw:
             with ExitStack() as stack:
-                stream = raw
-                if path.name.endswith(".gz"):
-                    # mtime=0 keeps the output byte-identical across runs.
-                    stream = stack.enter_context(
-                        gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0)
-                    )
-                fh = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
-                # detach() flushes without closing `raw`, which must stay open for fsync.
-                stack.callback(fh.detach)
-                yield fh
+                if binary:
+                    yield raw
+                else:
+                    stream = raw
+                    if path.name.endswith(".gz"):
+                        # mtime=0 keeps the output byte-identical across runs.
+                        stream = stack.enter_context(
+                            gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0)
+                        )
+                    fh = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+                    # detach() flushes without closing `raw`, which must stay open for fsync.
+                    stack.callback(fh.detach)
+                    yield fh
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
