@@ -299,32 +299,28 @@ def _work_buffers(m, depth):
     )
 
 
-@njit(cache=True, parallel=True)
-def apmi_regulators(codes, reg_cols, widths, min_split):
+def apmi_regulators(codes, reg_cols, widths, min_split, regulators_per_call=16):
     """MI of every regulator (rows of the result) against every gene (columns).
 
     ``codes`` is genes x m; ``reg_cols[i]`` is regulator i's gene row. A regulator's pair with
     itself is 0. A pair of two regulators is computed once (by the earlier regulator) and
-    mirrored, so the matrix is exactly symmetric on regulator pairs.
+    mirrored, so the matrix is exactly symmetric on regulator pairs. The pairs go to
+    ``apmi_pairs`` a few regulators at a time, so the pair lists stay small and a first run
+    compiles one parallel kernel, not two.
     """
-    n_regs = reg_cols.shape[0]
-    n_genes, m = codes.shape
-    reg_of_gene = np.full(n_genes, -1, dtype=np.int64)
-    for i in range(n_regs):
-        reg_of_gene[reg_cols[i]] = i
+    reg_cols = np.asarray(reg_cols, dtype=np.int64)
+    n_regs, n_genes = reg_cols.size, codes.shape[0]
+    reg_of_gene = np.full(n_genes, n_regs, dtype=np.int64)  # n_regs: not a regulator
+    reg_of_gene[reg_cols] = np.arange(n_regs)
     mi = np.zeros((n_regs, n_genes), dtype=np.float64)
-    depth = _depth(widths)
-    for i in prange(n_regs):
-        points, scratch, stack = _work_buffers(m, depth)
-        cx = codes[reg_cols[i]]
-        for g in range(n_genes):
-            j = reg_of_gene[g]
-            if g == reg_cols[i] or (j >= 0 and j < i):
-                continue
-            mi[i, g] = apmi_codes(cx, codes[g], widths, min_split, points, scratch, stack)
-    for i in range(n_regs):
-        for j in range(i):
-            mi[i, reg_cols[j]] = mi[j, reg_cols[i]]
+    for start in range(0, n_regs, regulators_per_call):
+        rows = np.arange(start, min(n_regs, start + regulators_per_call))
+        # regulator i computes gene g unless g is regulator j <= i (itself, or mirrored below)
+        row, gene = np.divmod(np.flatnonzero(reg_of_gene[None, :] > rows[:, None]), n_genes)
+        row += start  # contiguous index arrays: the signature apmi_pairs is compiled for
+        mi[row, gene] = apmi_pairs(codes, reg_cols[row], gene, widths, min_split)
+    earlier, later = np.triu_indices(n_regs, k=1)
+    mi[later, reg_cols[earlier]] = mi[earlier, reg_cols[later]]
     return mi
 
 
