@@ -306,8 +306,9 @@ def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarra
     norms[norms == 0] = np.inf
     z /= norms
     out = np.empty(first.size)
-    for start in range(0, first.size, 65536):
-        chunk = slice(start, start + 65536)
+    step = max(1, 2**20 // z.shape[0])  # pairs per chunk: two gathered blocks of 8 MB
+    for start in range(0, first.size, step):
+        chunk = slice(start, start + step)
         out[chunk] = np.einsum("ij,ij->j", z[:, first[chunk]], z[:, second[chunk]])
     return out
 
@@ -454,7 +455,8 @@ def aracne(
         X = X.toarray()
     expr = validate_expression(X, genes, source=source, min_samples=min_samples)
     informative = np.ptp(expr.X, axis=0) > 0
-    X = np.ascontiguousarray(expr.X[:, informative])
+    # no copy of the matrix when every gene varies (the caller usually still holds it)
+    X = np.ascontiguousarray(expr.X if informative.all() else expr.X[:, informative])
     genes = np.asarray(expr.genes)[informative]
     reg_cols = _check_regulators(regulators, genes, source)
     n_samples, n_genes = X.shape
