@@ -6,18 +6,22 @@ samples and on how the samples were drawn. We simulate it by running the *same* 
 ranking code on genes of independent random values, and compute the MI of all pairs among them.
 
 A p-value far below 1 / (number of null values) needs a tail model. Above the tail start ``u``
-(the ``1 - tail_fraction`` quantile of the null values) the null values are fitted by a gamma
-distribution truncated at ``u``, by maximum likelihood: P(MI > x) = tail_fraction * G(x) / G(u),
-with G the gamma survival function. Below ``u`` p-values are empirical. Why gamma: 2 m MI of a
-fixed partition is chi-square under independence, and a chi-square's log-survival steepens with x
-(its x^(k/2 - 1) factor) towards the exponential rate 1/2. Measured at 100 samples (fit on 1 M
-null values, observed over nominal exceedance on 20 M fresh ones, p = 1e-3 to 1e-6):
+(the ``1 - tail_fraction`` quantile of the null values, by default the top 1,000 of 1 M) the null
+values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
+P(MI > x) = tail_fraction * G(x) / G(u), with G the gamma survival function. Below ``u``
+p-values are empirical. Why gamma: 2 m MI of a fixed partition is chi-square under independence,
+and a chi-square's log-survival steepens with x towards its exponential rate. What was tried
+(observed over nominal exceedance at p = 1e-3 to 1e-6 on 20 M fresh null values, fit on 1 M;
+chosen on simulation seeds 1 and 2, reported in bench/RESULTS.md on fresh seeds):
 
-- exponential tail (the generalized Pareto with shape 0; the previous model): 0.91, 0.70, 0.48,
-  0.20: conservative, more so the deeper, as its slope is the one at ``u``;
-- generalized Pareto with free shape: 0.93, 1.07, 1.60, 3.15: the negative shape it finds ends the
-  tail too soon, anti-conservative at 1e-6;
-- truncated gamma: 0.96, 1.09, 1.30, 1.35 (0.97, 0.91, 0.90, 0.75 at 50 samples).
+- exponential tail above the top 1% (the generalized Pareto with shape 0; the previous model):
+  0.91, 0.70, 0.48, 0.20 at 100 samples: conservative, more so the deeper;
+- generalized Pareto with free shape above the top 1%: 0.93, 1.07, 1.60, 3.15 at 100 samples:
+  its negative shape ends the tail too soon;
+- gamma above the top 1%: 0.96, 1.09, 1.30, 1.35 at 100 samples but 1.01, 1.21, 1.52, 1.89 at
+  500: the tail's shape changes between 1e-2 and 1e-4;
+- gamma above the top 0.1% (the default): 0.99, 1.03, 1.19, 1.25 at 100 samples, 0.89 to 1.19 at
+  500 (three 1 M subsets), 0.92, 0.95, 1.44, 1.90 at 50, where MI takes few distinct values.
 
 ``tests/test_null.py`` checks p-values from a fit on one sample against the exceedance rates of an
 independent one; ``bench/null_calibration.py`` runs the table above at 50 to 5,000 samples.
@@ -49,7 +53,7 @@ from netinfer.io import atomic_write
 from netinfer.mi.apmi import apmi_pairs, random_tie_ranks, rank_codes
 
 DEFAULT_NULL_PAIRS = 1_000_000
-DEFAULT_TAIL_FRACTION = 0.01
+DEFAULT_TAIL_FRACTION = 0.001  # the top 1,000 of the default 1 M null values
 #: Part of every disk-cache key: bump it when the simulation or the estimator changes its values.
 NULL_CACHE_VERSION = 1
 
@@ -101,7 +105,7 @@ class NullModel:
             return float(np.quantile(self.values, 1.0 - pvalue))
         target = self._tail_logsf(self.tail_start) + np.log(pvalue / self.tail_fraction)
         # the tail's log-survival is decreasing: bracket the root by doubling, then solve
-        step = self.shape * self.scale
+        step = self.scale * max(self.shape, 1.0)
         high = self.tail_start + step
         while self._tail_logsf(high) > target:
             high += step
