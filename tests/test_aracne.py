@@ -188,3 +188,23 @@ def test_compat_preset_sets_the_method_and_explicit_flags_override_it():
         **overridden,
     )
     assert result.settings["partition"] == "aracne-ap" and result.settings["leaf_rule"] == "aracne3"
+
+
+def test_poisson_ap_consolidation_is_aracne_aps_strict_tail():
+    from scipy import stats
+
+    from netinfer.consolidate import ResampleNetwork, consolidate
+
+    ids = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 5])]
+    networks = [ResampleNetwork(i, np.ones(i.size), 0.01, i.size) for i in ids]
+    ours = consolidate(networks, n_possible=100, test="poisson")
+    theirs = consolidate(networks, n_possible=100, test="poisson-ap")
+    lam = 7 / 100
+    np.testing.assert_array_equal(ours.count, [3, 2, 1, 1])
+    np.testing.assert_allclose(
+        ours.pvalue, np.minimum(1, 100 * stats.poisson.sf(ours.count - 1, lam))
+    )
+    np.testing.assert_allclose(
+        theirs.pvalue, np.minimum(1, 100 * stats.poisson.sf(ours.count, lam))
+    )
+    assert (theirs.pvalue < ours.pvalue).all()
