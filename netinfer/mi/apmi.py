@@ -21,7 +21,7 @@ Where the midpoints fall (``partition``); the three agree on the idea and differ
 - ``"aracne3"``: ARACNe3's ``calcAPMISplit``. Ranks become copula values (r + 1) / (m + 1) in
   (0, 1), cells are [k / 2^d, (k + 1) / 2^d) and a leaf's width is its nominal 2^-d, whatever the
   number of ranks inside (here m 2^-d in rank units, which gives the same MI).
-- ``"aracne-ap"``: ARACNe-AP's ``APMI``. Ranks run from 1 for the largest value to m for the
+- ``"aracne-ap"``: ARACNe-AP's ``MI.computeMI``. Ranks run from 1 for the largest value to m for the
   smallest; a cell holding ranks (lo, hi] is split at the integer (lo + hi) // 2, so the halves
   differ by one rank when the width is odd, and widths are counted in ranks.
 
