@@ -277,12 +277,10 @@ def write_case_files(case: str, directory: Path) -> tuple[Path, Path]:
     return tsv, tfs
 
 
-def time_process(cmd: list[str], env: dict | None = None) -> dict:
+def time_process(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
     """Wall time and peak resident memory (MB) of one process, and its stdout."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     out = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -327,11 +325,13 @@ def aracne3_runs(case: str, directory: Path, runs: int = 2) -> list[dict]:
     tsv, tfs = write_case_files(case, directory)
     output = directory / "aracne3-out"
     shutil.rmtree(output, ignore_errors=True)
+    # ARACNe3 keeps its null in .ARACNe3_cached/ under the working directory: start it empty
+    shutil.rmtree(directory / ".ARACNe3_cached", ignore_errors=True)
     cmd = [os.environ[ARACNE3_ENV], "-e", str(tsv), "-r", str(tfs), "-o", str(output)]
     cmd += ["-x", str(RESAMPLES), "--threads", str(THREADS), "--seed", "1"]
     results = []
     for run in range(runs):
-        measured = time_process(cmd)
+        measured = time_process(cmd, cwd=directory)
         measured.pop("stdout")
         results.append(
             dict(
