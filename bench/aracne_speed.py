@@ -557,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
         text = report(results, args.impl)
     if args.commands or args.only_commands:
+        args.workdir = args.workdir.resolve()  # ARACNe3 runs inside it
         args.workdir.mkdir(parents=True, exist_ok=True)
         rows = []
         case = cases[-1]
