@@ -51,13 +51,20 @@ def main() -> None:
         default=[10e6, 20e6, 20e6, 2e6],
         help="fresh null draws per size",
     )
+    parser.add_argument(
+        "--null-pairs", type=float, default=1e6, help="null values of the fitted model"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs=2, default=[3, 4], help="seeds of the fit and the fresh draws"
+    )
     args = parser.parse_args()
     rows = []
     for n, fresh_pairs in zip(args.sizes, args.fresh, strict=True):
         started = time.perf_counter()
         common = dict(scheme="none", fraction=1.0, min_split=3)
-        model = null_model(n, seed=3, **common)
-        fresh = null_model(n, seed=4, n_pairs=int(fresh_pairs), **common).values
+        fit_seed, fresh_seed = args.seeds
+        model = null_model(n, seed=fit_seed, n_pairs=int(args.null_pairs), **common)
+        fresh = null_model(n, seed=fresh_seed, n_pairs=int(fresh_pairs), **common).values
         seconds = time.perf_counter() - started
         for p in PVALUES:
             expected = p * fresh.size
