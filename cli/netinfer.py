@@ -180,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: netinfer)",
     )
     run.add_argument(
+        "--null-pairs",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="apmi: null MI values simulated for the threshold, once per sample size and then "
+        "cached on disk; more reach deeper p-values before the fitted tail (default: 1000000)",
+    )
+    run.add_argument(
         "--full-output",
         action="store_true",
         help="write every regulator-target pair ranked by MI, without cutoff",
@@ -482,6 +490,7 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
             resamples=args.resamples,
             dpi_tolerance=args.dpi_tolerance,
             consolidation_pvalue=args.consolidation_pvalue,
+            null_pairs=args.null_pairs,
             full_output=args.full_output,
             seed=args.seed,
             threads=args.threads,

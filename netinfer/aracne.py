@@ -165,6 +165,8 @@ class AracneSettings:
                 f"consolidation_pvalue must be in (0, 1), not {self.consolidation_pvalue}"
             )
         min_split_for(self.leaf_rule)
+        if self.null_pairs < 1:
+            raise ValueError(f"null_pairs must be a positive integer, not {self.null_pairs}")
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, not {self.partition!r}")
         if self.seed < 0:

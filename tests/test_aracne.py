@@ -188,6 +188,8 @@ def test_compat_preset_sets_the_method_and_explicit_flags_override_it():
         **overridden,
     )
     assert result.settings["partition"] == "aracne-ap" and result.settings["leaf_rule"] == "aracne3"
+    with pytest.raises(ValueError, match="null_pairs"):
+        aracne(np.zeros((40, 2)) + np.arange(40)[:, None], ["A", "B"], ["A"], null_pairs=0)
 
 
 def test_poisson_ap_consolidation_is_aracne_aps_strict_tail():
