@@ -28,17 +28,20 @@ PVALUES = (1e-3, 1e-4, 1e-5, 1e-6)
 EARLIER_FRACTION = 0.01  # the tail start of the models tried before: the top 1%
 
 
-def earlier_tails(values: np.ndarray, n_samples: int, p: float) -> tuple[float, float, float]:
-    """Thresholds at ``p`` of the exponential, free-shape generalized Pareto and gamma tails
-    above the top 1% of the null values."""
+def earlier_tails(values: np.ndarray, n_samples: int):
+    """Threshold functions (p -> MI) of the exponential, free-shape generalized Pareto and gamma
+    tails above the top 1% of the null values, each fitted once."""
     n_tail = int(round(EARLIER_FRACTION * values.size))
     start = values[values.size - n_tail - 1]
     excess = values[values.size - n_tail :] - start
-    exponential = start + excess.mean() * np.log(EARLIER_FRACTION / p)
-    shape, _, scale = stats.genpareto.fit(excess, floc=0)
-    pareto = start + stats.genpareto.isf(p / EARLIER_FRACTION, shape, 0, scale)
-    gamma = fit_null(values, n_samples=n_samples, tail_fraction=EARLIER_FRACTION).threshold(p)
-    return exponential, pareto, gamma
+    scale = excess.mean()
+    shape, _, pareto_scale = stats.genpareto.fit(excess, floc=0)
+    gamma = fit_null(values, n_samples=n_samples, tail_fraction=EARLIER_FRACTION)
+    return (
+        lambda p: start + scale * np.log(EARLIER_FRACTION / p),
+        lambda p: start + stats.genpareto.isf(p / EARLIER_FRACTION, shape, 0, pareto_scale),
+        gamma.threshold,
+    )
 
 
 def main() -> None:
@@ -66,12 +69,11 @@ def main() -> None:
         model = null_model(n, seed=fit_seed, n_pairs=int(args.null_pairs), **common)
         fresh = null_model(n, seed=fresh_seed, n_pairs=int(fresh_pairs), **common).values
         seconds = time.perf_counter() - started
+        models = (model.threshold, *earlier_tails(model.values, n))
         for p in PVALUES:
             expected = p * fresh.size
             low, high = stats.poisson.interval(0.95, expected)
-            cells = []
-            for threshold in (model.threshold(p), *earlier_tails(model.values, n, p)):
-                cells.append(np.count_nonzero(fresh > threshold) / expected)
+            cells = [np.count_nonzero(fresh > threshold(p)) / expected for threshold in models]
             rows.append((n, fresh.size, p, expected, low / expected, high / expected, *cells))
         print(f"{n} samples: {seconds:.0f} s", flush=True)
     print(
