@@ -37,7 +37,13 @@ memory (``wait4``). The first run has empty Numba and null caches (``NUMBA_CACHE
 ARACNe3 runs on the same TSV in the same benchmark when ``$ARACNE3_BIN`` names its executable
 (``-x 10 --threads 2``, a fresh output folder, so a cold null cache, then the same folder again);
 otherwise its figure recorded in the reference notes is printed and marked *recorded*. ARACNe-AP's
-figure is always the recorded one.
+figure is always the recorded one. Building ARACNe3 (github.com/califano-lab/ARACNe3) without its
+git submodules: ``apt-get install -y cmake libboost-dev``; in ``CMakeLists.txt`` replace
+``add_subdirectory(deps/boost EXCLUDE_FROM_ALL)`` by ``add_library(Boost::math INTERFACE
+IMPORTED)`` (it only needs Boost.Math's headers); ``cmake -S . -B build
+-DCMAKE_BUILD_TYPE=Release && cmake --build build``; then
+``ARACNE3_BIN=build/src/app/ARACNe3_app_release``. ARACNe3 keeps its null cache in
+``.ARACNe3_cached/`` under its working directory, here the ``--workdir``.
 
 Usage::
 
