@@ -26,9 +26,28 @@ The ARACNe-AP and ARACNe3 reference figures are hard-coded below. They were meas
 memory ratios are meaningful; their edge counts and precision/recall are shown for
 context only. A second table sets the two estimators side by side on the same data.
 
+Whole command, as a user runs it
+--------------------------------
+``--commands`` also times ``netinfer aracne EXPR.tsv --regulators TFS --output NET`` (10
+resamples, 2 threads) as a separate process on the same data written as an ARACNe-style TSV:
+``wall s`` is the whole process (interpreter start, imports, reading the TSV, the run, writing the
+network), ``call s`` the in-process ``aracne`` call it reports, ``peak MB`` its maximum resident
+memory (``wait4``). The first run has empty Numba and null caches (``NUMBA_CACHE_DIR`` and
+``NETINFER_CACHE_DIR`` point at fresh folders: a fresh install); later runs reuse them.
+ARACNe3 runs on the same TSV in the same benchmark when ``$ARACNE3_BIN`` names its executable
+(``-x 10 --threads 2``, a fresh output folder, so a cold null cache, then the same folder again);
+otherwise its figure recorded in the reference notes is printed and marked *recorded*. ARACNe-AP's
+figure is always the recorded one. Building ARACNe3 (github.com/califano-lab/ARACNe3) without its
+git submodules: ``apt-get install -y cmake libboost-dev``; in ``CMakeLists.txt`` replace
+``add_subdirectory(deps/boost EXCLUDE_FROM_ALL)`` by ``add_library(Boost::math INTERFACE
+IMPORTED)`` (it only needs Boost.Math's headers); ``cmake -S . -B build
+-DCMAKE_BUILD_TYPE=Release && cmake --build build``; then
+``ARACNE3_BIN=build/src/app/ARACNe3_app_release``. ARACNe3 keeps its null cache in
+``.ARACNe3_cached/`` under its working directory, here the ``--workdir``.
+
 Usage::
 
-    python bench/aracne_speed.py [--quick] [--estimators apmi gcmi] [--out results.md]
+    python bench/aracne_speed.py [--quick] [--estimators apmi gcmi] [--commands] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,7 +55,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -82,6 +104,9 @@ REFERENCE: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 """Reference timings of the Java (ARACNe-AP) and C++ (ARACNe3) implementations."""
+
+ARACNE3_ENV = "ARACNE3_BIN"
+"""Environment variable naming an ARACNe3 executable built from its public source."""
 
 TARGETS: dict[tuple[str, str], dict[str, float]] = {
     ("5000x500x300", "apmi"): dict(seconds=25.0, peak_mb=500.0),
@@ -196,6 +221,7 @@ def run_case(case: str, impl: str, estimator: str, resamples: int, threads: int)
     peak = max(_maxrss_mb(), sampler.peak_mb)
 
     summary = dict(res.summary)
+    steps = {k: summary[k] for k in ("null_seconds", "resamples_seconds", "final_seconds")}
     pairs = n_regs * (n_genes - 1) * max(resamples, 1) + int(summary.get("null_pairs", 0) or 0)
     pr = precision_recall(edge_keys(res.edges, regulators), truth_keys(truth, regulators))
     pr["scored_edges"] = pr.pop("edges")
@@ -211,6 +237,7 @@ def run_case(case: str, impl: str, estimator: str, resamples: int, threads: int)
         pairs=pairs,
         pairs_per_s_core=pairs / wall / threads,
         null_pairs_counted="null_pairs" in summary,
+        steps=steps,
         **pr,
         summary={k: v for k, v in summary.items() if isinstance(v, int | float | str)},
     )
@@ -240,6 +267,131 @@ def spawn_case(
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise RuntimeError(f"case {case} ({estimator}) failed (exit {proc.returncode})")
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def write_case_files(case: str, directory: Path) -> tuple[Path, Path]:
+    """The case's data as an ARACNe-style TSV (genes x samples) and a regulator list."""
+    n_genes, n_samples, n_regs = CASES[case]
+    tsv, tfs = directory / f"expr_{case}.tsv", directory / f"regulators_{case}.txt"
+    if not tsv.exists():
+        X, genes, regulators, _ = synthetic_grn(n_genes, n_samples, n_regs, seed=0)
+        with open(tsv, "w") as fh:
+            fh.write("\t".join(["gene", *(f"S{j}" for j in range(n_samples))]) + "\n")
+            for gene, column in zip(genes, X.T, strict=True):
+                fh.write(gene + "\t" + "\t".join(f"{v:.6g}" for v in column) + "\n")
+        tfs.write_text("\n".join(regulators) + "\n")
+    return tsv, tfs
+
+
+def time_process(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
+    """Wall time and peak resident memory (MB) of one process, and its stdout."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    out = proc.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}):\n{out[-3000:]}")
+    return dict(wall_s=wall, peak_mb=usage.ru_maxrss * 1024 / 1e6, stdout=out)
+
+
+def command_runs(case: str, estimator: str, directory: Path, runs: int = 2) -> list[dict]:
+    """Time ``netinfer aracne`` on the case's TSV: the first run with empty caches, then more."""
+    tsv, tfs = write_case_files(case, directory)
+    caches = directory / f"caches-{estimator}"
+    shutil.rmtree(caches, ignore_errors=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NUMBA_CACHE_DIR": str(caches / "numba"),
+        "NETINFER_CACHE_DIR": str(caches / "null"),
+    }
+    cmd = [sys.executable, "-m", "cli.netinfer", "aracne", str(tsv), "--regulators", str(tfs)]
+    cmd += ["--output", str(directory / f"net_{estimator}.txt"), "--estimator", estimator]
+    cmd += ["--resamples", str(RESAMPLES), "--threads", str(THREADS)]
+    results = []
+    for run in range(runs):
+        measured = time_process(cmd, env)
+        call = re.search(r"time\W+([\d.]+) s", measured.pop("stdout"))
+        results.append(
+            dict(
+                case=case,
+                tool=f"netinfer {estimator}",
+                run="first (fresh install)" if run == 0 else "later",
+                call_s=float(call.group(1)) if call else float("nan"),
+                **measured,
+            )
+        )
+    return results
+
+
+def aracne3_runs(case: str, directory: Path, runs: int = 2) -> list[dict]:
+    """Time ARACNe3 (``$ARACNE3_BIN``) on the case's TSV: a cold null cache, then a warm one."""
+    tsv, tfs = write_case_files(case, directory)
+    output = directory / "aracne3-out"
+    shutil.rmtree(output, ignore_errors=True)
+    # ARACNe3 keeps its null in .ARACNe3_cached/ under the working directory: start it empty
+    shutil.rmtree(directory / ".ARACNe3_cached", ignore_errors=True)
+    cmd = [os.environ[ARACNE3_ENV], "-e", str(tsv), "-r", str(tfs), "-o", str(output)]
+    cmd += ["-x", str(RESAMPLES), "--threads", str(THREADS), "--seed", "1"]
+    results = []
+    for run in range(runs):
+        measured = time_process(cmd, cwd=directory)
+        measured.pop("stdout")
+        results.append(
+            dict(
+                case=case,
+                tool="ARACNe3",
+                run="first (cold null cache)" if run == 0 else "later (warm null cache)",
+                call_s=float("nan"),
+                **measured,
+            )
+        )
+    return results
+
+
+def command_report(rows: Sequence[dict]) -> str:
+    """Whole-process table with pairs/s/core and ratios to each reference."""
+    lines = [
+        f"### Whole command: `netinfer aracne` vs the references, resamples={RESAMPLES}, "
+        f"threads={THREADS}",
+        "",
+    ]
+    table = []
+    for r in rows:
+        measured_a3 = [
+            x["wall_s"] for x in rows if x["tool"] == "ARACNe3" and x["case"] == r["case"]
+        ]
+        a3 = min(measured_a3) if measured_a3 else REFERENCE[r["case"]]["ARACNe3"]["seconds"]
+        a3_note = "" if measured_a3 else " (recorded)"
+        ap = REFERENCE[r["case"]]["ARACNe-AP"]["seconds"]
+        n_genes, _, n_regs = CASES[r["case"]]
+        pairs = n_regs * (n_genes - 1) * RESAMPLES
+        table.append(
+            {
+                "case": r["case"],
+                "tool": r["tool"],
+                "run": r["run"],
+                "wall s (process)": f"{r['wall_s']:.1f}",
+                "call s (in-process)": "-" if r["call_s"] != r["call_s"] else f"{r['call_s']:.1f}",
+                "peak MB": f"{r['peak_mb']:.0f}",
+                "MI pairs/s/core (process)": f"{pairs / r['wall_s'] / THREADS:.3g}",
+                "time / ARACNe3": f"{r['wall_s'] / a3:.3f}{a3_note}",
+                "time / ARACNe-AP (recorded)": f"{r['wall_s'] / ap:.3f}",
+            }
+        )
+    lines += [markdown_table(table), ""]
+    if not any(r["tool"] == "ARACNe3" for r in rows):
+        lines.append(
+            f"ARACNe3 not run (set ${ARACNE3_ENV}): its ratio uses the recorded figure of the "
+            "reference notes, measured on another day and on its own synthetic data."
+        )
+    lines.append(
+        "MI pairs = regulators x (genes - 1) x resamples (the null is not counted). "
+        "Later runs: the best ARACNe3 run is the reference."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _ratio(ref: float, ours: float) -> str:
@@ -282,6 +434,18 @@ def report(results: Sequence[dict], impl: str) -> str:
             }
         )
     lines = head + [markdown_table(rows), ""]
+    steps = [
+        {
+            "case": r["case"],
+            "estimator": r["estimator"],
+            "imports s": f"{r['import_s']:.1f}",
+            "JIT s": f"{r['jit_s']:.1f}",
+            **{k.replace("_seconds", " s"): f"{v:.2f}" for k, v in r["steps"].items()},
+            "call s": f"{r['wall_s']:.2f}",
+        }
+        for r in results
+    ]
+    lines += ["Where the in-process call's time goes:", "", markdown_table(steps), ""]
     side_by_side = estimator_comparison(results)
     if side_by_side:
         lines += [
@@ -366,6 +530,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS), metavar="NAME"
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per case")
+    ap.add_argument(
+        "--commands",
+        action="store_true",
+        help="also time the whole netinfer aracne command (first and later run) and ARACNe3",
+    )
+    ap.add_argument("--only-commands", action="store_true", help="time the whole commands only")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / "bench-output" / "aracne_speed",
+        help="data and caches",
+    )
     ap.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     RESAMPLES, THREADS = args.resamples, args.threads
@@ -376,12 +552,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     cases = ["1000x300x100"] if args.quick else list(CASES)
-    results = []
-    for case in cases:
+    text = ""
+    if not args.only_commands:
+        results = []
+        for case in cases:
+            for estimator in args.estimators:
+                print(f"running {case} ({estimator}) ...", file=sys.stderr, flush=True)
+                results.append(
+                    spawn_case(case, args.impl, estimator, RESAMPLES, THREADS, args.timeout)
+                )
+        text = report(results, args.impl)
+    if args.commands or args.only_commands:
+        args.workdir = args.workdir.resolve()  # ARACNe3 runs inside it
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        case = cases[-1]
         for estimator in args.estimators:
-            print(f"running {case} ({estimator}) ...", file=sys.stderr, flush=True)
-            results.append(spawn_case(case, args.impl, estimator, RESAMPLES, THREADS, args.timeout))
-    text = report(results, args.impl)
+            print(f"whole command {case} ({estimator}) ...", file=sys.stderr, flush=True)
+            rows += command_runs(case, estimator, args.workdir)
+        if os.environ.get(ARACNE3_ENV):
+            print(f"ARACNe3 {case} ...", file=sys.stderr, flush=True)
+            rows += aracne3_runs(case, args.workdir)
+        text += "\n" + command_report(rows)
     print(text)
     if args.out:
         with args.out.open("a") as fh:

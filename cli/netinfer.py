@@ -34,11 +34,11 @@ resampling (default: 100 subsamples of 63.2%% of the samples, without replacemen
 """
 
 
-def _add_estimator_argument(parser: argparse.ArgumentParser) -> None:
+def _add_estimator_argument(parser: argparse.ArgumentParser, default: str | None = "apmi") -> None:
     parser.add_argument(
         "--estimator",
         choices=["apmi", "gcmi"],
-        default="apmi",
+        default=default,
         help="MI estimator. apmi: ARACNe's adaptive partitioning with a simulated null; sees "
         "monotone and non-monotone dependence. gcmi: Gaussian-copula MI (Ince et al. 2017) with "
         "an analytic null; monotone dependence only, at a fraction of the cost (default: apmi)",
@@ -87,7 +87,16 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a graph of the same name in --store"
     )
     run.add_argument("--layer", metavar="L", help="AnnData layer to use instead of X")
-    _add_estimator_argument(run)
+    run.add_argument(
+        "--compat",
+        choices=["aracne3", "aracne-ap"],
+        help="run the named reference's method, to reproduce its numbers: its partition, leaf "
+        "rule, resampling, threshold, pruning and consolidation (quirks included; see "
+        "docs/commands.md). Options given explicitly override it (default: off, netinfer's own "
+        "choices)",
+    )
+    # method options default to None: an explicit one overrides --compat (see _method_options)
+    _add_estimator_argument(run, default=None)
     run.add_argument(
         "--bias-correction",
         action="store_true",
@@ -109,7 +118,6 @@ def _parser() -> argparse.ArgumentParser:
     scheme.add_argument(
         "--subsample",
         type=float,
-        default=0.632,
         metavar="FRACTION",
         help="resample this fraction without replacement (ARACNe3; default: 0.632)",
     )
@@ -130,7 +138,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pruning",
         choices=["dpi", "maxent", "none"],
-        default="dpi",
         help="dpi: ARACNe-AP's rule, never removes a regulator-regulator edge; "
         "maxent: ARACNe3's, also removes it when weakest (default: dpi)",
     )
@@ -144,10 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--consolidation",
-        choices=["poisson", "binomial"],
-        default="poisson",
-        help="test of edge counts over resamples: poisson (ARACNe-AP) or binomial "
-        "against the estimated false-positive rate (ARACNe3) (default: poisson)",
+        choices=["poisson", "binomial", "poisson-ap"],
+        help="test of edge counts over resamples: poisson (ARACNe-AP's, with P(X >= k)), "
+        "binomial against the estimated false-positive rate (ARACNe3), or poisson-ap "
+        "(ARACNe-AP's P(X > k) as it computes it) (default: poisson)",
     )
     run.add_argument(
         "--consolidation-pvalue",
@@ -159,9 +166,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--leaf-rule",
         choices=["aracne-ap", "aracne3"],
-        default="aracne-ap",
         help="apmi: smallest cell tested for a split: 3 points (aracne-ap) or 4 (aracne3) "
         "(default: aracne-ap)",
+    )
+    run.add_argument(
+        "--partition",
+        choices=["netinfer", "aracne3", "aracne-ap"],
+        help="apmi: where cell midpoints fall. netinfer: at k n / 2^d ranks, widths counted in "
+        "ranks; aracne3, aracne-ap: each reference's own rounding, to reproduce its MI values "
+        "(default: netinfer)",
+    )
+    run.add_argument(
+        "--null-pairs",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="apmi: null MI values simulated for the threshold, once per sample size and then "
+        "cached on disk; more reach deeper p-values before the fitted tail (default: 1000000)",
     )
     run.add_argument(
         "--full-output",
@@ -537,18 +558,12 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
             expr.X,
             expr.genes,
             regulators,
-            estimator=args.estimator,
+            **_method_options(args),
             bias_correction=args.bias_correction,
             resamples=args.resamples,
-            resampling="bootstrap" if args.bootstrap else "subsample",
-            subsample_fraction=args.subsample,
-            pvalue=args.pvalue,
-            fdr=args.fdr,
-            pruning=args.pruning,
             dpi_tolerance=args.dpi_tolerance,
-            consolidation=args.consolidation,
             consolidation_pvalue=args.consolidation_pvalue,
-            leaf_rule=args.leaf_rule,
+            null_pairs=args.null_pairs,
             full_output=args.full_output,
             seed=args.seed,
             threads=args.threads,
@@ -574,10 +589,27 @@ def _aracne(args: argparse.Namespace, console: Console) -> None:
                 overwrite=args.overwrite,
             )
     if not args.quiet:
-        console.print(_summary_table(result.summary, args))
+        console.print(_summary_table(result.summary, args, result.settings))
 
 
-def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
+def _method_options(args: argparse.Namespace) -> dict:
+    """The method options of ``aracne``: the ``--compat`` preset, then the explicit flags."""
+    from netinfer.aracne import COMPAT_PRESETS
+
+    options = dict(COMPAT_PRESETS[args.compat]) if args.compat else {}
+    if args.fdr is not None or args.pvalue is not None:
+        options.update(fdr=args.fdr, pvalue=args.pvalue)
+    if args.bootstrap:
+        options["resampling"] = "bootstrap"
+    if args.subsample is not None:
+        options.update(resampling="subsample", subsample_fraction=args.subsample)
+    for name in ("estimator", "partition", "leaf_rule", "pruning", "consolidation"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
+def _summary_table(summary: dict, args: argparse.Namespace, settings: dict) -> Table:
     per_resample = summary["edges_per_resample"]
     if len(per_resample) > 1:
         mean = sum(per_resample) / len(per_resample)
@@ -585,9 +617,9 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
     else:
         spread = str(per_resample[0])
     threshold = (
-        f"FDR {args.fdr or 0.05} (Benjamini-Hochberg, per resample)"
+        f"FDR {settings['fdr']} (Benjamini-Hochberg, per resample)"
         if summary["threshold"] is None
-        else f"MI > {summary['threshold']:.4f} nats (null p = {args.pvalue:g})"
+        else f"MI > {summary['threshold']:.4f} nats (null p = {settings['pvalue']:g})"
     )
     table = Table(title="ARACNe run", show_header=False)
     rows = [
@@ -602,7 +634,7 @@ def _summary_table(summary: dict, args: argparse.Namespace) -> Table:
         ),
         ("samples", f"{summary['samples']:,} ({summary['resample_size']:,} per resample)"),
         ("regulators", f"{summary['regulators']:,}"),
-        ("estimator", ESTIMATOR_NAMES[args.estimator]),
+        ("estimator", ESTIMATOR_NAMES[settings["estimator"]]),
         ("threshold", threshold),
         ("edges per resample", spread),
         ("final edges", f"{summary['final_edges']:,}"),

@@ -50,6 +50,7 @@ from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
 from netinfer.io import InputError, validate_expression
 from netinfer.mi.apmi import (
+    PARTITIONS,
     apmi_pairs,
     apmi_regulators,
     min_split_for,
@@ -77,6 +78,36 @@ FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples rank
 #: The MI estimators: adaptive partitioning (ARACNe's) and Gaussian-copula MI.
 ESTIMATORS = ("apmi", "gcmi")
 
+#: Options that make ``aracne`` run each reference's method, for a lab that must reproduce its
+#: numbers (``netinfer aracne --compat NAME``; explicit options override them). Quirks kept on
+#: purpose: ARACNe3's nominal cell widths and (r + 1) / (n + 1) midpoints, ARACNe-AP's integer
+#: midpoints over descending ranks and its consolidation tail P(X > k). Defects not reproduced:
+#: ARACNe-AP's threshold that ignores its p-value and its bootstrap that never draws the last
+#: sample; ARACNe3's cache-dependent null. Our defaults keep our own choices.
+COMPAT_PRESETS = {
+    "aracne3": dict(
+        estimator="apmi",
+        partition="aracne3",
+        leaf_rule="aracne3",
+        resampling="subsample",
+        subsample_fraction=0.632,
+        fdr=0.05,
+        pvalue=None,
+        pruning="maxent",
+        consolidation="binomial",
+    ),
+    "aracne-ap": dict(
+        estimator="apmi",
+        partition="aracne-ap",
+        leaf_rule="aracne-ap",
+        resampling="bootstrap",
+        pvalue=1e-8,
+        fdr=None,
+        pruning="dpi",
+        consolidation="poisson-ap",
+    ),
+}
+
 
 def check_estimator(estimator: str, bias_correction: bool = False) -> None:
     """Raise ValueError for an unknown estimator, or a bias correction it does not have."""
@@ -102,6 +133,7 @@ class AracneSettings:
     consolidation: str = "poisson"
     consolidation_pvalue: float = 0.05
     leaf_rule: str = "aracne-ap"
+    partition: str = "netinfer"
     null_pairs: int = DEFAULT_NULL_PAIRS
     seed: int = 0
 
@@ -133,6 +165,10 @@ class AracneSettings:
                 f"consolidation_pvalue must be in (0, 1), not {self.consolidation_pvalue}"
             )
         min_split_for(self.leaf_rule)
+        if self.null_pairs < 1:
+            raise ValueError(f"null_pairs must be a positive integer, not {self.null_pairs}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, not {self.partition!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
 
@@ -168,7 +204,9 @@ class AracneResult:
         ``significant`` column. Sorted by MI, largest first.
     summary
         Run figures: genes, samples, regulators, threshold, edges per resample, final edges,
-        ``tested_pairs`` (regulators x (genes - 1)), time.
+        ``tested_pairs`` (regulators x (genes - 1)), time (``seconds``, of which
+        ``null_seconds``, ``resamples_seconds`` and ``final_seconds``: the final MI, Spearman
+        and consolidation on all samples).
     settings
         The options of the run.
     recurrence
@@ -188,8 +226,8 @@ def _mi_matrix(values, reg_cols, settings: AracneSettings, rng) -> np.ndarray:
     if settings.estimator == "gcmi":
         scores = copula_normalize(values, rng)
         return gcmi_regulators(scores, reg_cols, bias_correction=settings.bias_correction)
-    codes, depth = rank_codes(random_tie_ranks(values, rng))
-    return apmi_regulators(codes, reg_cols, depth, min_split_for(settings.leaf_rule))
+    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    return apmi_regulators(codes, reg_cols, widths, min_split_for(settings.leaf_rule))
 
 
 def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarray:
@@ -197,8 +235,8 @@ def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarra
     if settings.estimator == "gcmi":
         scores = copula_normalize(values, rng)
         return gcmi_pairs(scores, first, second, bias_correction=settings.bias_correction)
-    codes, depth = rank_codes(random_tie_ranks(values, rng))
-    return apmi_pairs(codes, first, second, depth, min_split_for(settings.leaf_rule))
+    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    return apmi_pairs(codes, first, second, widths, min_split_for(settings.leaf_rule))
 
 
 def _run_null(n_samples: int, settings: AracneSettings):
@@ -214,6 +252,7 @@ def _run_null(n_samples: int, settings: AracneSettings):
         scheme=settings.scheme,
         fraction=settings.subsample_fraction,
         min_split=min_split_for(settings.leaf_rule),
+        partition=settings.partition,
         seed=settings.seed,
         n_pairs=settings.null_pairs,
     )
@@ -269,8 +308,9 @@ def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarra
     norms[norms == 0] = np.inf
     z /= norms
     out = np.empty(first.size)
-    for start in range(0, first.size, 65536):
-        chunk = slice(start, start + 65536)
+    step = max(1, 2**20 // z.shape[0])  # pairs per chunk: two gathered blocks of 8 MB
+    for start in range(0, first.size, step):
+        chunk = slice(start, start + step)
         out[chunk] = np.einsum("ij,ij->j", z[:, first[chunk]], z[:, second[chunk]])
     return out
 
@@ -312,6 +352,7 @@ def aracne(
     consolidation: str = "poisson",
     consolidation_pvalue: float = 0.05,
     leaf_rule: str = "aracne-ap",
+    partition: str = "netinfer",
     null_pairs: int = DEFAULT_NULL_PAIRS,
     full_output: bool = False,
     seed: int = 0,
@@ -361,6 +402,11 @@ def aracne(
         Bonferroni-adjusted p-value below which a consolidated edge is kept.
     leaf_rule
         ``"aracne-ap"`` (test cells of >= 3 points) or ``"aracne3"`` (>= 4); ``"apmi"`` only.
+    partition
+        Where the adaptive partition puts cell midpoints: ``"netinfer"`` (cells at k m / 2^d
+        ranks, widths counted in ranks), ``"aracne3"`` or ``"aracne-ap"`` (each reference's own
+        rounding, to reproduce its MI values; see ``netinfer.mi.apmi``); ``"apmi"`` only.
+        ``COMPAT_PRESETS`` holds every option of each reference's method.
     null_pairs
         Number of null MI values simulated for the threshold (``"apmi"``; GCMI's null is
         analytic).
@@ -402,6 +448,7 @@ def aracne(
         consolidation=consolidation,
         consolidation_pvalue=consolidation_pvalue,
         leaf_rule=leaf_rule,
+        partition=partition,
         null_pairs=null_pairs,
         seed=seed,
     )
@@ -410,7 +457,8 @@ def aracne(
         X = X.toarray()
     expr = validate_expression(X, genes, source=source, min_samples=min_samples)
     informative = np.ptp(expr.X, axis=0) > 0
-    X = np.ascontiguousarray(expr.X[:, informative])
+    # no copy of the matrix when every gene varies (the caller usually still holds it)
+    X = np.ascontiguousarray(expr.X if informative.all() else expr.X[:, informative])
     genes = np.asarray(expr.genes)[informative]
     reg_cols = _check_regulators(regulators, genes, source)
     n_samples, n_genes = X.shape
@@ -422,8 +470,11 @@ def aracne(
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
         size = settings.resample_size(n_samples)
+        step_started = time.perf_counter()
         null = _run_null(n_samples, settings)
         cutoff = null.threshold(settings.threshold_pvalue)
+        null_seconds = time.perf_counter() - step_started
+        step_started = time.perf_counter()
         runs = list(range(max(1, resamples)))
         broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
         with tqdm(
@@ -438,6 +489,8 @@ def aracne(
                 networks = distributed.map_ordered(
                     client, _resample_network, runs, broadcast=broadcast, on_done=bar.update
                 )
+        resamples_seconds = time.perf_counter() - step_started
+        step_started = time.perf_counter()
         edges = _final_edges(X, genes, reg_cols, networks, settings, null, full_output)
         seen, seen_count = np.unique(
             np.concatenate([net.edge_ids for net in networks]), return_counts=True
@@ -450,6 +503,7 @@ def aracne(
                 "count": seen_count.astype(np.int64),
             }
         )
+        final_seconds = time.perf_counter() - step_started
     finally:
         numba.set_num_threads(previous_threads)
 
@@ -466,6 +520,9 @@ def aracne(
         "final_edges": int(edges["significant"].sum()) if full_output else int(len(edges)),
         "tested_pairs": int(reg_cols.size * (n_genes - 1)),
         "seconds": round(time.perf_counter() - started, 3),
+        "null_seconds": round(null_seconds, 3),
+        "resamples_seconds": round(resamples_seconds, 3),
+        "final_seconds": round(final_seconds, 3),
     }
     return AracneResult(
         edges=edges, summary=summary, settings=asdict(settings), recurrence=recurrence

@@ -7,7 +7,8 @@ under "this edge is noise", and keep the edges whose Bonferroni-adjusted p-value
 
 - ``"poisson"`` (ARACNe-AP): k ~ Poisson(lambda), lambda = (edges summed over all resamples) /
   n_possible, the mean count of a pair. ARACNe-AP computes P(X > k), which is not a p-value (it
-  leaves out X = k); we use P(X >= k).
+  leaves out X = k); we use P(X >= k). ``"poisson-ap"`` keeps ARACNe-AP's P(X > k), for
+  ``compat="aracne-ap"`` only.
 - ``"binomial"`` (ARACNe3): k ~ Binomial(B, theta), theta = the mean over resamples of each
   resample's estimated false-positive rate per pair (the threshold's p-value, or the FDR-implied
   rate, scaled by the fraction of edges that survived pruning).
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-CONSOLIDATION_TESTS = ("poisson", "binomial")
+CONSOLIDATION_TESTS = ("poisson", "binomial", "poisson-ap")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def consolidate(
     n_possible
         Number of regulator-target pairs that were tested in each resample.
     test
-        ``"poisson"`` or ``"binomial"`` (see the module docstring).
+        ``"poisson"``, ``"binomial"`` or ``"poisson-ap"`` (see the module docstring).
     alpha
         Family-wise level: an edge is kept when its Bonferroni-adjusted p-value is below it.
 
@@ -76,9 +77,10 @@ def consolidate(
     edge_ids, inverse, count = np.unique(all_ids, return_inverse=True, return_counts=True)
     mean_mi = np.bincount(inverse, weights=all_mi, minlength=edge_ids.size) / count
     n_resamples = len(networks)
-    if test == "poisson":
+    if test in ("poisson", "poisson-ap"):
         lam = all_ids.size / n_possible
-        tail = lambda k: stats.poisson.sf(k - 1, lam)  # noqa: E731
+        shift = 0 if test == "poisson-ap" else 1  # sf(k - 1) = P(X >= k); sf(k) = P(X > k)
+        tail = lambda k: stats.poisson.sf(k - shift, lam)  # noqa: E731
     else:
         theta = float(np.mean([net.false_positive_rate for net in networks]))
         tail = lambda k: stats.binom.sf(k - 1, n_resamples, theta)  # noqa: E731

@@ -329,8 +329,8 @@ def read_regulators(
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """Open ``path`` for writing text so that it is replaced all at once, or not at all.
+def atomic_write(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO]:
+    """Open ``path`` for writing text (or bytes) so that it is replaced all at once, or not at all.
 
     Text goes to a temporary file in the same directory, which is fsynced and then renamed onto
     ``path``. If the block raises, the temporary file is removed and an existing file at
@@ -341,11 +341,13 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     ----------
     path
         Destination file.
+    binary
+        Yield the raw binary handle instead (no gzip, no text encoding).
 
     Yields
     ------
     file object
-        UTF-8 text handle writing ``\\n`` line endings.
+        UTF-8 text handle writing ``\\n`` line endings, or the binary handle.
     """
     path = Path(path)
     if path.is_dir():
@@ -357,16 +359,19 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     try:
         with open(fd, "wb") as raw:
             with ExitStack() as stack:
-                stream = raw
-                if path.name.endswith(".gz"):
-                    # mtime=0 keeps the output byte-identical across runs.
-                    stream = stack.enter_context(
-                        gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0)
-                    )
-                fh = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
-                # detach() flushes without closing `raw`, which must stay open for fsync.
-                stack.callback(fh.detach)
-                yield fh
+                if binary:
+                    yield raw
+                else:
+                    stream = raw
+                    if path.name.endswith(".gz"):
+                        # mtime=0 keeps the output byte-identical across runs.
+                        stream = stack.enter_context(
+                            gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, mtime=0)
+                        )
+                    fh = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+                    # detach() flushes without closing `raw`, which must stay open for fsync.
+                    stack.callback(fh.detach)
+                    yield fh
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -607,6 +612,13 @@ def _read_text_matrix(source: str, sep: str) -> tuple[np.ndarray, np.ndarray, li
         raise InputError(f"{source}: cannot parse as a {sep!r}-separated table")
 
     genes = df.pop(0).to_numpy(dtype=object)
+    blank = np.flatnonzero(pd.Series(genes).str.strip() == "")
+    if blank.size:
+        lines = _data_line_numbers(source, sep, n_fields)[blank]
+        where = ", ".join(str(line) for line in lines[:_N_EXAMPLES])
+        more = ", ..." if blank.size > _N_EXAMPLES else ""
+        rows = "line" if blank.size == 1 else f"{blank.size} lines, e.g. lines"
+        raise InputError(f"{source}: empty gene id on {rows} {where}{more}; every row needs one")
     text_cols = {c for c, dtype in df.dtypes.items() if dtype.kind == "O"}
     if text_cols:
         # Short rows also end up here, padded with '': check the structure first.

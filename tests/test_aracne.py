@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from conftest import planted_network
 
 from netinfer import InputError, aracne, aracne_adata
+from netinfer.aracne import COMPAT_PRESETS
 from netinfer.distributed import prepare_client
 
 FAST = dict(resamples=8, null_pairs=100_000, seed=3)
@@ -73,6 +74,8 @@ def test_dask_local_cluster_gives_the_same_network(planted, estimator):
         dict(pvalue=1e-8),
         dict(fdr=0.05, pruning="maxent", consolidation="binomial", leaf_rule="aracne3"),
         dict(resamples=0),
+        COMPAT_PRESETS["aracne3"],
+        COMPAT_PRESETS["aracne-ap"],
     ],
 )
 def test_variants_run_and_stay_precise(planted, options):
@@ -137,3 +140,73 @@ def test_anndata_wrapper_with_sparse_layer_roundtrips_h5ad(tmp_path):
     assert "other" in copy.uns and "other" not in adata.uns
     with pytest.raises(InputError, match="no layer 'missing'"):
         aracne_adata(adata, regulators, layer="missing")
+
+
+@pytest.mark.parametrize("blank_id", ["", "  "])
+def test_empty_gene_id_fails_naming_its_line(tmp_path, capsys, blank_id):
+    from cli import netinfer as cli
+
+    matrix = tmp_path / "expr.tsv"
+    rows = ["gene\tS1\tS2\tS3", "A\t1\t2\t3", "", "B\t3\t1\t2", f"{blank_id}\t2\t3\t1"]
+    matrix.write_text("\n".join(rows) + "\n")
+    regulators = tmp_path / "tfs.txt"
+    regulators.write_text("A\n")
+    out = tmp_path / "net.txt"
+    args = ["aracne", str(matrix), "--regulators", str(regulators), "--output", str(out)]
+    assert cli.main(args) == 2
+    assert f"{matrix}: empty gene id on line 5;" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_compat_preset_sets_the_method_and_explicit_flags_override_it():
+    from cli import netinfer as cli
+
+    def options(*flags):
+        return cli._method_options(
+            cli._parser().parse_args(["aracne", "e.tsv", "--regulators", "r", *flags])
+        )
+
+    assert options() == {}  # the library's own defaults
+    assert options("--compat", "aracne3") == COMPAT_PRESETS["aracne3"]
+    overridden = options(
+        "--compat", "aracne-ap", "--leaf-rule", "aracne3", "--fdr", "0.1", "--subsample", "0.5"
+    )
+    assert overridden == {
+        **COMPAT_PRESETS["aracne-ap"],
+        "leaf_rule": "aracne3",
+        "fdr": 0.1,
+        "pvalue": None,
+        "resampling": "subsample",
+        "subsample_fraction": 0.5,
+    }
+    result = aracne(
+        np.random.default_rng(0).normal(size=(40, 6)),
+        list("ABCDEF"),
+        ["A"],
+        resamples=2,
+        null_pairs=100_000,
+        **overridden,
+    )
+    assert result.settings["partition"] == "aracne-ap" and result.settings["leaf_rule"] == "aracne3"
+    with pytest.raises(ValueError, match="null_pairs"):
+        aracne(np.zeros((40, 2)) + np.arange(40)[:, None], ["A", "B"], ["A"], null_pairs=0)
+
+
+def test_poisson_ap_consolidation_is_aracne_aps_strict_tail():
+    from scipy import stats
+
+    from netinfer.consolidate import ResampleNetwork, consolidate
+
+    ids = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 5])]
+    networks = [ResampleNetwork(i, np.ones(i.size), 0.01, i.size) for i in ids]
+    ours = consolidate(networks, n_possible=100, test="poisson")
+    theirs = consolidate(networks, n_possible=100, test="poisson-ap")
+    lam = 7 / 100
+    np.testing.assert_array_equal(ours.count, [3, 2, 1, 1])
+    np.testing.assert_allclose(
+        ours.pvalue, np.minimum(1, 100 * stats.poisson.sf(ours.count - 1, lam))
+    )
+    np.testing.assert_allclose(
+        theirs.pvalue, np.minimum(1, 100 * stats.poisson.sf(ours.count, lam))
+    )
+    assert (theirs.pvalue < ours.pvalue).all()

@@ -9,17 +9,42 @@ from statsmodels.stats.multitest import multipletests
 from netinfer.mi.null import benjamini_hochberg_cutoff, fit_null, null_model
 
 
+@pytest.fixture(autouse=True)
+def private_null_cache(tmp_path, monkeypatch):
+    """Each test gets an empty disk cache and in-process cache."""
+    monkeypatch.setenv("NETINFER_CACHE_DIR", str(tmp_path / "null-cache"))
+    null_model.cache_clear()
+    yield tmp_path / "null-cache"
+    null_model.cache_clear()
+
+
 def test_fitted_pvalues_are_calibrated_on_an_independent_null():
-    """Fit on 200k null values, check exceedance rates of 2M others: valid (not above nominal,
-    within the binomial noise) and not wildly conservative (measured ratios 0.4-0.9)."""
-    fitted = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=1, n_pairs=200_000)
-    other = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=2_000_000)
-    n = other.values.size
-    for p in (1e-2, 1e-3, 1e-4, 1e-5):
-        observed = np.count_nonzero(other.values > fitted.threshold(p)) / n
-        noise = 3 * np.sqrt(p / n)
-        assert observed <= 1.15 * p + noise, p
-        assert observed >= 0.2 * p - noise, p
+    """Fit on the default 1 M null values, count exceedances among 4 M fresh ones. The bounds are
+    4 binomial standard deviations of the two draw counts (the fit's empirical count at p and
+    the fresh count), so a calibrated tail cannot fail them. Measured: 0.98 and 0.92 of nominal
+    (bounds +-0.14, +-0.44); the exponential tail this replaced gave 0.90 and 0.64, inside these
+    bounds too: the deeper p-values that tell them apart are in bench/null_calibration.py."""
+    fitted = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=1)
+    fresh = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=4_000_000)
+    n_fit, n_fresh = fitted.values.size, fresh.values.size
+    for p in (1e-3, 1e-4):
+        observed = np.count_nonzero(fresh.values > fitted.threshold(p)) / n_fresh
+        relative_sd = np.sqrt((1 - p) / p * (1 / n_fit + 1 / n_fresh))
+        assert abs(observed / p - 1) <= 4 * relative_sd, (p, observed / p)
+
+
+def test_cold_and_warm_disk_cache_give_the_same_null(private_null_cache):
+    args = dict(scheme="subsample", fraction=0.632, min_split=4, seed=5, n_pairs=100_000)
+    cold = null_model(90, **args)
+    (cached,) = private_null_cache.glob("null-90-*.npy")
+    null_model.cache_clear()
+    warm = null_model(90, **args)
+    np.testing.assert_array_equal(warm.values, cold.values)
+    assert warm.threshold(1e-8) == cold.threshold(1e-8) and warm.n_samples == 57
+    cached.write_bytes(b"not a numpy file")  # a damaged cache is simulated again
+    null_model.cache_clear()
+    assert null_model(90, **args).threshold(1e-8) == cold.threshold(1e-8)
+    assert np.array_equal(np.load(cached), cold.values)
 
 
 def test_null_is_a_pure_function_of_its_arguments():

@@ -14,13 +14,29 @@ The estimator, as ARACNe-AP and ARACNe3 define it:
    n_c ln(n_c / (w_x w_y)); MI = sum / m + ln m, in nats. This is the mutual information of the
    partition's empirical cell distribution against the product of its marginals, so MI >= 0.
 
-Implementation: the depth-d interval index of rank r is floor(r 2^d / m), which equals
-``code >> (D - d)`` with ``code = floor(r 2^D / m)`` and 2^D >= m. So each gene's ranks are turned
-once per resample into codes, and a cell's quadrant is two bit tests. Each pair is processed with an
-explicit stack over cells whose points are kept contiguous in a scratch buffer; a cell's points are
-only reordered when one of its quadrants will be split, so a nearly independent pair costs one pass
-over its points. Every MI value is written by exactly one loop iteration and nothing is reduced
-across threads, so results do not depend on the thread count.
+Where the midpoints fall (``partition``); the three agree on the idea and differ on rounding:
+
+- ``"netinfer"`` (default): the cells of step 2, with widths counted in ranks, so that every leaf
+  term uses the true number of ranks its intervals hold.
+- ``"aracne3"``: ARACNe3's ``calcAPMISplit``. Ranks become copula values (r + 1) / (m + 1) in
+  (0, 1), cells are [k / 2^d, (k + 1) / 2^d) and a leaf's width is its nominal 2^-d, whatever the
+  number of ranks inside (here m 2^-d in rank units, which gives the same MI).
+- ``"aracne-ap"``: ARACNe-AP's ``MI.computeMI``. Ranks run from 1 for the largest value to m for the
+  smallest; a cell holding ranks (lo, hi] is split at the integer (lo + hi) // 2, so the halves
+  differ by one rank when the width is odd, and widths are counted in ranks.
+
+With the reference's leaf rule and partition, MI equals the reference's on tie-free data (checked
+against independent ports of both in ``tests/reference_ports.py``); with ties, each tool breaks
+them with its own random numbers.
+
+Implementation: every partition is a binary tree of rank intervals, so rank r gets a D-bit code
+whose top d bits are the index of its depth-d interval (for ``"netinfer"``: code = floor(r 2^D / m)
+with 2^D >= m). So each gene's ranks are turned once per resample into codes, a cell's quadrant is
+two bit tests, and the interval widths come from one table per partition and sample size. Each
+pair is processed with an explicit stack over cells whose points are kept contiguous in a scratch
+buffer; a cell's points are only reordered when one of its quadrants will be split, so a nearly
+independent pair costs one pass over its points. Every MI value is written by exactly one loop
+iteration and nothing is reduced across threads, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -46,9 +62,61 @@ def min_split_for(leaf_rule: str) -> int:
         ) from None
 
 
+#: The partitions: where a cell's midpoint falls (see the module docstring).
+PARTITIONS = ("netinfer", "aracne3", "aracne-ap")
+
+
 def code_depth(m: int) -> int:
     """Number of bits D with 2^D >= m (at least 2), so that distinct ranks get distinct codes."""
     return max(2, int(m - 1).bit_length())
+
+
+def _lower_bounds(m: int, partition: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per depth d, the first position of each of the 2^d intervals (plus m at the end), and the
+    position of each rank 0..m-1 (its place in the partition's rank order)."""
+    if partition == "netinfer":
+        depth = code_depth(m)
+        bounds = [-((-np.arange(2**d + 1) * m) // 2**d) for d in range(depth + 1)]  # ceil
+        return bounds, np.arange(m)
+    if partition == "aracne3":
+        # copula value (r + 1) / (m + 1) >= k / 2^d  <=>  r >= k (m + 1) / 2^d - 1
+        depth = max(2, int(m).bit_length())  # 2^D >= m + 1 separates all m copula values
+        bounds = [
+            np.clip(-((-np.arange(2**d + 1) * (m + 1)) // 2**d) - 1, 0, m) for d in range(depth + 1)
+        ]
+        return bounds, np.arange(m)
+    if partition == "aracne-ap":
+        # nested integer bisection of [0, m) over descending ranks (largest value first)
+        depth = code_depth(m)
+        bounds = [np.array([0, m])]
+        for _ in range(depth):
+            lo, hi = bounds[-1][:-1], bounds[-1][1:]
+            bounds.append(np.append(np.column_stack([lo, (lo + hi) // 2]).ravel(), m))
+        return bounds, m - 1 - np.arange(m)
+    raise ValueError(f"partition must be one of {PARTITIONS}, not {partition!r}")
+
+
+def partition_tables(m: int, partition: str = "netinfer") -> tuple[np.ndarray, np.ndarray]:
+    """The code of each rank 0..m-1 and the interval widths of a partition of m ranks.
+
+    Returns
+    -------
+    codes_of_rank
+        int32, length m: the D-bit code of each rank (top d bits: its depth-d interval).
+    widths
+        float64, length 2^(D + 1): ``widths[2^d + k]`` is the width, in ranks, that the leaf
+        term uses for interval k at depth d. Its length gives D.
+    """
+    if m < 2:
+        raise ValueError(f"a partition needs at least 2 ranks, not {m}")
+    bounds, position = _lower_bounds(m, partition)
+    depth = len(bounds) - 1
+    codes_of_rank = (np.searchsorted(bounds[-1], position, side="right") - 1).astype(np.int32)
+    if partition == "aracne3":
+        widths = [np.full(2**d, m / 2**d) for d in range(depth + 1)]
+    else:
+        widths = [np.diff(b).astype(np.float64) for b in bounds]
+    return codes_of_rank, np.concatenate([[0.0], *widths])
 
 
 @njit(cache=True, parallel=True)
@@ -85,33 +153,27 @@ def random_tie_ranks(values: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return rank_with_random_ties(values, priorities)
 
 
-@njit(cache=True)
-def _rank_codes(ranks, depth):
-    """floor(r 2^D / m) for every rank r: the hierarchical cell code of each sample."""
-    m = ranks.shape[1]
-    codes = np.empty(ranks.shape, dtype=np.int32)
-    for g in range(ranks.shape[0]):
-        for i in range(m):
-            codes[g, i] = (np.int64(ranks[g, i]) << depth) // m
-    return codes
-
-
-def rank_codes(ranks: np.ndarray) -> tuple[np.ndarray, int]:
-    """Cell codes of rank rows (genes x m) and their bit depth D."""
-    depth = code_depth(ranks.shape[1])
-    return _rank_codes(np.ascontiguousarray(ranks, dtype=np.int32), depth), depth
+def rank_codes(ranks: np.ndarray, partition: str = "netinfer") -> tuple[np.ndarray, np.ndarray]:
+    """Cell codes of rank rows (genes x m) and the partition's width table (see
+    ``partition_tables``): the two arrays the MI kernels take."""
+    codes_of_rank, widths = partition_tables(ranks.shape[1], partition)
+    return codes_of_rank[ranks], widths
 
 
 @njit(cache=True, inline="always")
-def _width(k, d, m):
-    """Number of ranks r in [k m / 2^d, (k + 1) m / 2^d): the width of interval k at depth d."""
-    step = np.int64(1) << d
-    return ((k + 1) * m + step - 1) // step - (k * m + step - 1) // step
+def _depth(widths):
+    """D, from the width table's length 2^(D + 1)."""
+    n, depth = widths.shape[0], -1
+    while n > 1:
+        n >>= 1
+        depth += 1
+    return depth
 
 
 @njit(cache=True)
-def _leaf(n, kx, ky, d, m):
-    return n * math.log(n / (_width(kx, d, m) * _width(ky, d, m)))
+def _leaf(n, kx, ky, d, widths):
+    level = np.int64(1) << d
+    return n * math.log(n / (widths[level + kx] * widths[level + ky]))
 
 
 @njit(cache=True, inline="always")
@@ -120,7 +182,7 @@ def _quadrant(x, y, shift):
 
 
 @njit(cache=True)
-def _split_children(counts, kx, ky, d, m, min_split, can_split):
+def _split_children(counts, kx, ky, d, widths, min_split, can_split):
     """Test the four quadrants of a cell at depth d that is being split.
 
     ``counts[4 q + s]`` holds the points of quadrant q's sub-quadrant s. Returns a bit mask of the
@@ -143,7 +205,7 @@ def _split_children(counts, kx, ky, d, m, min_split, can_split):
         if split:
             split_mask |= 1 << q
         else:
-            leaves += _leaf(n_child, (kx << 1) | (q >> 1), (ky << 1) | (q & 1), d + 1, m)
+            leaves += _leaf(n_child, (kx << 1) | (q >> 1), (ky << 1) | (q & 1), d + 1, widths)
     return split_mask, leaves
 
 
@@ -164,20 +226,22 @@ def _push_children(stack, top, offsets, start, split_mask, d, kx, ky):
 
 
 @njit(cache=True)
-def apmi_codes(cx, cy, depth, min_split, points, scratch, stack):
-    """Adaptive-partitioning MI (nats) of one pair, given the two genes' cell codes.
+def apmi_codes(cx, cy, widths, min_split, points, scratch, stack):
+    """Adaptive-partitioning MI (nats) of one pair, given the two genes' cell codes and the
+    partition's width table.
 
     ``points``, ``scratch`` (length m) and ``stack`` (shape (4 * depth + 4, 5)) are work buffers
     the caller allocates once and reuses across pairs.
     """
     m = cx.shape[0]
+    depth = _depth(widths)
     counts = np.zeros(16, dtype=np.int64)
     offsets = np.empty(4, dtype=np.int64)
     # The root is always split. It holds every sample, so it is read without the point index.
     for i in range(m):
         q = _quadrant(cx[i], cy[i], depth - 1)
         counts[q * 4 + _quadrant(cx[i], cy[i], depth - 2)] += 1
-    split_mask, total = _split_children(counts, 0, 0, 0, m, min_split, True)
+    split_mask, total = _split_children(counts, 0, 0, 0, widths, min_split, True)
     if split_mask == 0:
         return total / m + math.log(m)
     run = 0
@@ -207,7 +271,7 @@ def apmi_codes(cx, cy, depth, min_split, points, scratch, stack):
             p = points[j]
             q = _quadrant(cx[p], cy[p], child_shift)
             counts[q * 4 + (_quadrant(cx[p], cy[p], grand_shift) if can_split else 0)] += 1
-        split_mask, leaves = _split_children(counts, kx, ky, d, m, min_split, can_split)
+        split_mask, leaves = _split_children(counts, kx, ky, d, widths, min_split, can_split)
         total += leaves
         if split_mask == 0:
             continue
@@ -235,52 +299,57 @@ def _work_buffers(m, depth):
     )
 
 
-@njit(cache=True, parallel=True)
-def apmi_regulators(codes, reg_cols, depth, min_split):
+def apmi_regulators(codes, reg_cols, widths, min_split, regulators_per_call=16):
     """MI of every regulator (rows of the result) against every gene (columns).
 
     ``codes`` is genes x m; ``reg_cols[i]`` is regulator i's gene row. A regulator's pair with
     itself is 0. A pair of two regulators is computed once (by the earlier regulator) and
-    mirrored, so the matrix is exactly symmetric on regulator pairs.
+    mirrored, so the matrix is exactly symmetric on regulator pairs. The pairs go to
+    ``apmi_pairs`` a few regulators at a time, so the pair lists stay small and a first run
+    compiles one parallel kernel, not two.
     """
-    n_regs = reg_cols.shape[0]
-    n_genes, m = codes.shape
-    reg_of_gene = np.full(n_genes, -1, dtype=np.int64)
-    for i in range(n_regs):
-        reg_of_gene[reg_cols[i]] = i
+    reg_cols = np.asarray(reg_cols, dtype=np.int64)
+    n_regs, n_genes = reg_cols.size, codes.shape[0]
+    reg_of_gene = np.full(n_genes, n_regs, dtype=np.int64)  # n_regs: not a regulator
+    reg_of_gene[reg_cols] = np.arange(n_regs)
     mi = np.zeros((n_regs, n_genes), dtype=np.float64)
-    for i in prange(n_regs):
-        points, scratch, stack = _work_buffers(m, depth)
-        cx = codes[reg_cols[i]]
-        for g in range(n_genes):
-            j = reg_of_gene[g]
-            if g == reg_cols[i] or (j >= 0 and j < i):
-                continue
-            mi[i, g] = apmi_codes(cx, codes[g], depth, min_split, points, scratch, stack)
-    for i in range(n_regs):
-        for j in range(i):
-            mi[i, reg_cols[j]] = mi[j, reg_cols[i]]
+    for start in range(0, n_regs, regulators_per_call):
+        rows = np.arange(start, min(n_regs, start + regulators_per_call))
+        # regulator i computes gene g unless g is regulator j <= i (itself, or mirrored below)
+        row, gene = np.divmod(np.flatnonzero(reg_of_gene[None, :] > rows[:, None]), n_genes)
+        row += start  # contiguous index arrays: the signature apmi_pairs is compiled for
+        mi[row, gene] = apmi_pairs(codes, reg_cols[row], gene, widths, min_split)
+    earlier, later = np.triu_indices(n_regs, k=1)
+    mi[later, reg_cols[earlier]] = mi[earlier, reg_cols[later]]
     return mi
 
 
 @njit(cache=True, parallel=True)
-def apmi_pairs(codes, first, second, depth, min_split):
+def apmi_pairs(codes, first, second, widths, min_split):
     """MI of the gene pairs (first[k], second[k]), rows of ``codes``; parallel over fixed blocks."""
     n_pairs = first.shape[0]
     m = codes.shape[1]
     out = np.empty(n_pairs, dtype=np.float64)
+    depth = _depth(widths)
     block = 256
     n_blocks = (n_pairs + block - 1) // block
     for b in prange(n_blocks):
         points, scratch, stack = _work_buffers(m, depth)
         for k in range(b * block, min(n_pairs, (b + 1) * block)):
             out[k] = apmi_codes(
-                codes[first[k]], codes[second[k]], depth, min_split, points, scratch, stack
+                codes[first[k]], codes[second[k]], widths, min_split, points, scratch, stack
             )
     return out
 
 
-def apmi(x: np.ndarray, y: np.ndarray, *, leaf_rule: str = "aracne-ap", seed: int = 0) -> float:
+def apmi(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    leaf_rule: str = "aracne-ap",
+    partition: str = "netinfer",
+    seed: int = 0,
+) -> float:
     """Adaptive-partitioning mutual information (nats) between two vectors.
 
     Parameters
@@ -289,6 +358,9 @@ def apmi(x: np.ndarray, y: np.ndarray, *, leaf_rule: str = "aracne-ap", seed: in
         Values of two variables over the same samples.
     leaf_rule
         ``"aracne-ap"`` (cells of 3 points or more are tested for a split) or ``"aracne3"`` (4).
+    partition
+        Where cell midpoints fall: ``"netinfer"``, ``"aracne3"`` or ``"aracne-ap"`` (see the
+        module docstring).
     seed
         Seed of the random tie-breaking.
 
@@ -300,6 +372,6 @@ def apmi(x: np.ndarray, y: np.ndarray, *, leaf_rule: str = "aracne-ap", seed: in
     if values.shape[1] < 2:
         raise ValueError("apmi needs at least 2 samples")
     ranks = random_tie_ranks(values, np.random.default_rng(seed))
-    codes, depth = rank_codes(ranks)
+    codes, widths = rank_codes(ranks, partition)
     pair = np.array([0], dtype=np.int64), np.array([1], dtype=np.int64)
-    return float(apmi_pairs(codes, *pair, depth, min_split_for(leaf_rule))[0])
+    return float(apmi_pairs(codes, *pair, widths, min_split_for(leaf_rule))[0])
