@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _null_cache_in_a_temporary_folder(tmp_path_factory):
+    """Simulated nulls are cached on disk; the tests never write into the user's own cache."""
+    before = os.environ.get("NETINFER_CACHE_DIR")
+    os.environ["NETINFER_CACHE_DIR"] = str(tmp_path_factory.mktemp("netinfer-cache"))
+    yield
+    if before is None:
+        del os.environ["NETINFER_CACHE_DIR"]
+    else:
+        os.environ["NETINFER_CACHE_DIR"] = before
 
 
 def planted_network(n_samples=200, n_genes=60, n_regulators=8, seed=0):
