@@ -326,10 +326,11 @@ def _write_strings(group, path: str, values: np.ndarray) -> None:
 def _graph_keys(
     graphs_path, graph_mode: str, cell_types: np.ndarray, dataset: str, cell_ids: np.ndarray
 ) -> np.ndarray:
-    """Each cell's graph in the graph store, checked to exist there."""
-    from netinfer.store import GraphStore
+    """Each cell's graph in the graph store (a path or a :class:`gremln.data.GraphSource`),
+    checked to exist there."""
+    from gremln.data import GraphSource
 
-    with GraphStore.open(graphs_path) as store:
+    with GraphSource(graphs_path) as store:
         if graph_mode.startswith("ppi:"):
             name = graph_mode[4:]
             if name not in store:
