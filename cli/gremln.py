@@ -304,8 +304,8 @@ def _add_evaluate_parser(commands) -> None:
         "all",
         help="every evaluation, and one markdown table (OUT_DIR/summary.md)",
         description="celltype, expression and edges (with --held-out) on DATA (and "
-        "perturbation on --perturbation), each with its defaults, then OUT_DIR/summary.md: a row per model, a "
-        "column per metric (mean ± std).",
+        "perturbation on --perturbation), each with its defaults, then OUT_DIR/summary.md: a "
+        "row per model, a column per metric (mean ± std).",
     )
     for task in (celltype, expression, everything):
         _add_graph_arguments(task)
@@ -401,7 +401,6 @@ def _add_hold_out_parser(commands) -> None:
 
 def _hold_out(args) -> dict:
     from gremln.evaluate.edges import hold_out_edges, write_held_out
-
     from netinfer.io import InputError
 
     if os.path.isdir(args.edges):

@@ -175,7 +175,9 @@ class _AssignmentInMemory:
         self.graphs.append(np.asarray(edges, dtype=np.int32))
         return self.n_graphs - 1
 
-    def publish(self, *, cells, graph_index, weights, cell_types, edge_rows, edge_cols, params=None):
+    def publish(
+        self, *, cells, graph_index, weights, cell_types, edge_rows, edge_cols, params=None
+    ):
         from netinfer.store import Assignment
 
         sizes = [len(g) for g in self.graphs]
@@ -404,9 +406,7 @@ class CellDataset(torch.utils.data.IterableDataset):
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cell]))
             among = sp.triu(self.coexpression[gene_ids][:, gene_ids]).tocoo()
             candidates = np.stack([among.row, among.col]) + 1  # token positions, i < j
-            edges = coexpression_perturbation(
-                edges, candidates, self.coexpression_fraction, rng
-            )
+            edges = coexpression_perturbation(edges, candidates, self.coexpression_fraction, rng)
         out = {"edge_index": edges}
         if self.cellspecific is not None:
             out["cellspecific_edge_index"] = self._assigned_subgraph(

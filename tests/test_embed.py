@@ -34,6 +34,8 @@ def store_digest(path) -> dict[str, str]:
         for file in sorted(root.rglob("*"))
         if file.is_file()
     }
+
+
 QC = dict(min_counts=100, max_counts=10**6, trim=None, min_genes=50)
 TINY = dict(d_model=32, n_layers=1, n_heads=4, batch_size=16, num_workers=0, device="cpu")
 FAST = dict(max_length=100, progress=False)  # short sequences: quick forward passes

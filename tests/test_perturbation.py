@@ -174,7 +174,9 @@ def test_evaluate_all_writes_one_table_with_every_model(setup, tmp_path):
         runs["diffusion"],
         runs["graphs"],
         cell_type_key=KEY,
-        held_out=hold_out_edges(runs["graphs"], tmp_path / "pre.zarr", cell_types=two_types.obs[KEY]),
+        held_out=hold_out_edges(
+            runs["graphs"], tmp_path / "pre.zarr", cell_types=two_types.obs[KEY]
+        ),
         out_dir=tmp_path,
         vanilla=runs["vanilla"],
         perturbation=perturbed,

@@ -380,7 +380,9 @@ def hold_out_edges(
     target = os.fspath(pretraining_path)
     if os.path.exists(target) and not overwrite:
         raise StoreError(f"{target}: already exists; pass overwrite=True to replace it")
-    staging = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp")
+    staging = os.path.join(
+        os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp"
+    )
     with GraphStore.open(graphs_path) as source:
         genes = source.genes
         n = len(genes)
@@ -441,7 +443,9 @@ def _copy_assignment(assignment, copy, name: str, held: np.ndarray) -> None:
     renumber = np.cumsum(keep) - 1
     writer = copy.assignment_writer(name)
     for j in range(assignment.n_graphs):
-        edges = assignment.graph_edges[assignment.graph_offsets[j] : assignment.graph_offsets[j + 1]]
+        edges = assignment.graph_edges[
+            assignment.graph_offsets[j] : assignment.graph_offsets[j + 1]
+        ]
         writer.add_graph(renumber[edges[keep[edges]]])
     writer.publish(
         cells=[str(c) for c in assignment.cells],  # zarr's string arrays as plain str
@@ -504,7 +508,6 @@ def gene_feature_sets(
     """For every model and the PCA baseline: a function from a context and its visible edges to
     features of the context's genes, and whether the link predictor must add the visible graph
     through graph attention (the model did not see it)."""
-    import pandas as pd
     from sklearn.decomposition import PCA
 
     from gremln.data import GraphSource
@@ -578,8 +581,7 @@ def edge_scores(
     first: dict[str, tuple[list, list]] = {name: ([], []) for name in features}
     for split in range(n_splits):
         splits = [
-            split_edges(c.pairs, len(c.genes), c.held_out, seed=seed, split=split)
-            for c in contexts
+            split_edges(c.pairs, len(c.genes), c.held_out, seed=seed, split=split) for c in contexts
         ]
         for name, (featurize, graph_attention) in features.items():
             for context, pairs in zip(contexts, splits):
