@@ -192,6 +192,9 @@ def test_hidden_edges_are_absent_from_every_pretraining_graph(tmp_path):
     assert read_held_out(tmp_path / "held.tsv").equals(held)
     again = hold_out_edges(graphs, tmp_path / "again.zarr", fraction=0.3, seed=2)
     assert again.equals(held)  # seeded
+    with pytest.raises(ValueError, match="must be a new path"):
+        hold_out_edges(graphs, graphs, overwrite=True)
+    assert store_digest(graphs) == before
 
 
 def test_graph_attention_reads_neighbours_only():

@@ -378,6 +378,8 @@ def hold_out_edges(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), not {fraction}")
     target = os.fspath(pretraining_path)
+    if os.path.abspath(target) == os.path.abspath(os.fspath(graphs_path)):
+        raise ValueError(f"{target}: the pre-training store must be a new path, not GRAPHS")
     if os.path.exists(target) and not overwrite:
         raise StoreError(f"{target}: already exists; pass overwrite=True to replace it")
     staging = os.path.join(
