@@ -5,20 +5,27 @@ Steps (every seed fixed, so a rerun gives the same tables on the same machine):
 
 1. ``netinfer.datasets.pbmc68k_counts`` (700 cells x 765 genes, 10 types in ``bulk_labels``) and
    cell-type networks from it (``celltype_networks`` with the README's demo settings; types of
-   fewer than ``min_cells`` cells get none, which leaves 7 types with a network).
-2. ``gremln prepare`` of the cells of those 7 types (each cell paired with its type's network),
-   then pre-training of the four ``--graph-integration`` variants with the same data, settings
-   and steps: ``gremln`` (diffusion attention), ``vanilla`` (none: the ablation), ``adapter``
-   (GRNFormer's structure adapter over the cell's graph, vanilla attention) and ``both``.
+   fewer than ``min_cells`` cells get none, which leaves 7 types with a network). Then, before
+   any pre-training, ``hold_out_edges``: 15% of the networks' gene pairs (pooled over types) are
+   held out, and a copy of the graph store without them in any graph is what pre-training
+   reads; the edges evaluation hides exactly those pairs.
+2. ``gremln prepare`` of the cells of those 7 types (each cell paired with its type's network in
+   the pre-training store), then pre-training of the four ``--graph-integration`` variants with
+   the same data, settings and steps: ``gremln`` (diffusion attention), ``vanilla`` (none: the
+   ablation), ``adapter`` (GRNFormer's structure adapter over the cell's graph, vanilla
+   attention) and ``both``.
 3. ``evaluate_all`` on all 700 cells (all 10 types), three random splits: celltype and
    expression (the cells' graphs come from the kNN integration against each split's training
    cells, whose labels alone are read; the vanilla model uses no graph, the other three read
    the same graphs) and edges (the types' networks with at least 10 edges among expressed
    genes, 15% hidden per seed).
 4. The simulated data (``simulate.sergio_knockouts``): SERGIO on a RegNetwork sub-network,
-   control cells and knock-outs of the 4 master regulators with the most targets. The four
-   variants are pre-trained on all its cells with the true network as every cell's graph (no
-   labels are read in pre-training), then ``evaluate_all`` with ``--cell-type-key
+   control cells and knock-outs of the 4 master regulators with the most targets. The knocked-out
+   genes are removed from every cell (controls included: ``without_perturbed_genes``), so that
+   only downstream effects tell the knock-outs apart, and 15% of the true network's edges are
+   held out of pre-training as above. The four variants are pre-trained on all its cells with
+   the true network less those edges as every cell's graph (no labels are read in
+   pre-training), then ``evaluate_all`` with ``--cell-type-key
    perturbation`` (celltype: which condition, control included), the true network as the
    control cells' network for edges, and the perturbation evaluation (which gene was knocked
    out). Every cell gets the true network as its graph (``ppi:truth``), so no evaluation reads
@@ -41,6 +48,8 @@ from simulate import sergio_knockouts
 
 from gremln.cellstore import prepare
 from gremln.evaluate.all import evaluate_all
+from gremln.evaluate.edges import hold_out_edges, write_held_out
+from gremln.evaluate.perturbation import without_perturbed_genes
 from gremln.train import GRAPH_INTEGRATIONS, TrainConfig, train
 from netinfer.datasets import human_tfs, pbmc68k_counts
 from netinfer.pipeline import celltype_networks
@@ -53,9 +62,20 @@ SIM_QC = dict(min_counts=10, max_counts=10**6, trim=None, min_genes=5)  # 61 gen
 VARIANTS = {"gremln": "diffusion", "vanilla": "none", "adapter": "adapter", "both": "both"}
 
 
-def networks_and_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path]:
-    """The counts, the graph store with the cell-type networks, and the cell store (kept from
-    an earlier run with ``reuse``; the networks are rebuilt, identically)."""
+def held_out_store(graphs: Path, work: Path, prefix: str = "") -> tuple[Path, Path]:
+    """Hold 15% of the networks' pairs out of pre-training: the pre-training store without them
+    and the held-out pairs' file (rebuilt identically on every run: seeded)."""
+    pretraining = work / f"{prefix}pretraining_graphs.zarr"
+    held_out = hold_out_edges(graphs, pretraining, fraction=0.15, seed=0, overwrite=True)
+    write_held_out(held_out, work / f"{prefix}held_out.tsv")
+    print(f"{prefix or 'pbmc '}held out of pre-training: {len(held_out)} gene pairs")
+    return pretraining, work / f"{prefix}held_out.tsv"
+
+
+def networks_and_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path, Path, Path]:
+    """The counts, the graph store with the cell-type networks, the pre-training store and the
+    held-out edges, and the cell store (kept from an earlier run with ``reuse``; the networks
+    are rebuilt, identically)."""
     counts = pbmc68k_counts()
     counts.write_h5ad(work / "pbmc68k.h5ad")
     graphs = work / "graphs.zarr"
@@ -75,13 +95,14 @@ def networks_and_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, 
             resamples=20,
             store=graphs,
         )
+    pretraining, held_out = held_out_store(graphs, work)
     with_network = counts[counts.obs[KEY].isin(result.networks)].copy()
     with_network.write_h5ad(work / "pretrain.h5ad")
     if not (reuse and (work / "cells.zarr").exists()):
         prepare(
             work / "pretrain.h5ad",
             work / "cells.zarr",
-            graphs_path=graphs,
+            graphs_path=pretraining,
             cell_type_key=KEY,
             min_counts=100,
             max_counts=10**6,
@@ -91,7 +112,7 @@ def networks_and_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, 
         )
     edges = {cell_type: len(network) for cell_type, network in result.networks.items()}
     print(f"networks (edges per type): {edges}")
-    return work / "pbmc68k.h5ad", graphs, work / "cells.zarr"
+    return work / "pbmc68k.h5ad", graphs, pretraining, held_out, work / "cells.zarr"
 
 
 def pretrain(
@@ -124,19 +145,23 @@ def pretrain(
     return train(config)
 
 
-def simulated_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path]:
-    """The SERGIO knock-out counts, a graph store with the true network (as the control cells'
-    consensus network, named ``truth``), and the cell store of every cell with that graph."""
+def simulated_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Path, Path, Path]:
+    """The SERGIO knock-out counts without the knocked-out genes, a graph store with the true
+    network (as the control cells' consensus network, named ``truth``), the pre-training store
+    and the held-out edges, and the cell store of every cell with the pre-training graph."""
     adata, truth = sergio_knockouts()
+    adata, removed = without_perturbed_genes(adata, "perturbation")
+    print(f"knocked-out genes removed from every cell: {removed}")
     adata.write_h5ad(work / "sergio_knockouts.h5ad")
     graphs = work / "sim_graphs.zarr"
     with GraphStore.create(graphs, overwrite=True) as store:
         store.add_graph("truth", truth, kind="consensus", cell_type="control")
+    pretraining, held_out = held_out_store(graphs, work, prefix="sim_")
     if not (reuse and (work / "sim_cells.zarr").exists()):
         prepare(
             work / "sergio_knockouts.h5ad",
             work / "sim_cells.zarr",
-            graphs_path=graphs,
+            graphs_path=pretraining,
             cell_type_key="perturbation",
             graph_mode="ppi:truth",
             **SIM_QC,
@@ -146,7 +171,7 @@ def simulated_cells(work: Path, *, reuse: bool = False) -> tuple[Path, Path, Pat
     print(
         f"simulated: {adata.n_obs} cells x {adata.n_vars} genes, {len(truth)} true edges, {counts}"
     )
-    return work / "sergio_knockouts.h5ad", graphs, work / "sim_cells.zarr"
+    return work / "sergio_knockouts.h5ad", graphs, pretraining, held_out, work / "sim_cells.zarr"
 
 
 def pretrain_variants(
@@ -186,9 +211,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    counts_path, graphs, cells = networks_and_cells(work, reuse=args.reuse)
+    counts_path, graphs, pretraining, held_out, cells = networks_and_cells(work, reuse=args.reuse)
     print(f"networks and cell store: {time.perf_counter() - started:.0f} s")
-    runs = pretrain_variants(cells, graphs, work, steps=args.steps, reuse=args.reuse)
+    runs = pretrain_variants(cells, pretraining, work, steps=args.steps, reuse=args.reuse)
     adata = ad.read_h5ad(counts_path)
     # the integration notes, per split, the types without edges: the networks line above says it
     warnings.filterwarnings("ignore", message=".*no consensus network, or an empty one")
@@ -197,6 +222,7 @@ def main() -> None:
         adata,
         runs["gremln"],
         graphs,
+        held_out=held_out,
         vanilla=runs["vanilla"],
         compare={name: runs[name] for name in ("adapter", "both")},
         cell_type_key=KEY,
@@ -207,9 +233,11 @@ def main() -> None:
     contexts = {c["cell_type"]: c["edges"] for c in pbmc["edges"]["data"]["contexts"]}
     print(f"pbmc68k evaluations: {pbmc_seconds:.0f} s; edge contexts (edges): {contexts}")
 
-    sim_counts, sim_graphs, sim_cells = simulated_cells(work, reuse=args.reuse)
+    sim_counts, sim_graphs, sim_pretraining, sim_held_out, sim_cells = simulated_cells(
+        work, reuse=args.reuse
+    )
     sim_runs = pretrain_variants(
-        sim_cells, sim_graphs, work, steps=args.sim_steps, prefix="sim-", reuse=args.reuse
+        sim_cells, sim_pretraining, work, steps=args.sim_steps, prefix="sim-", reuse=args.reuse
     )
     simulated = ad.read_h5ad(sim_counts)
     begun = time.perf_counter()
@@ -217,6 +245,7 @@ def main() -> None:
         simulated,
         sim_runs["gremln"],
         sim_graphs,
+        held_out=sim_held_out,
         vanilla=sim_runs["vanilla"],
         compare={name: sim_runs[name] for name in ("adapter", "both")},
         cell_type_key="perturbation",

@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_embed_parser(commands)
     _add_evaluate_parser(commands)
     _add_finetune_parser(commands)
+    _add_hold_out_parser(commands)
     return parser
 
 
@@ -316,18 +317,19 @@ def _add_evaluate_parser(commands) -> None:
     edges = tasks.add_parser(
         "edges",
         help="link prediction of hidden edges of cell-type networks from gene embeddings",
-        description="Hide 15% of the edges of each cell type's consensus network; GREmLN embeds "
-        "the type's cells with the visible graph, and a link predictor on its frozen gene "
-        "embeddings scores the hidden edges against sampled non-edges: AUROC and average "
-        "precision over three seeds; ROC and precision-recall figures. Baselines (through a "
-        "graph attention network over the visible graph): PCA gene loadings, and --vanilla.",
+        description="Hide the edges held out of pre-training (--held-out, from gremln "
+        "hold-out-edges) in each cell type's consensus network; GREmLN embeds the type's cells "
+        "with the visible graph, and a link predictor on its frozen gene embeddings scores the "
+        "hidden edges against sampled non-edges: AUROC and average precision over three seeds; "
+        "ROC and precision-recall figures. Baselines (through a graph attention network over "
+        "the visible graph): PCA gene loadings, and --vanilla.",
     )
     everything = tasks.add_parser(
         "all",
         help="every evaluation, and one markdown table (OUT_DIR/summary.md)",
-        description="celltype, expression and edges on DATA (and perturbation on "
-        "--perturbation), each with its defaults, then OUT_DIR/summary.md: a row per model, a "
-        "column per metric (mean ± std).",
+        description="celltype, expression and edges (with --held-out) on DATA (and "
+        "perturbation on --perturbation), each with its defaults, then OUT_DIR/summary.md: a "
+        "row per model, a column per metric (mean ± std).",
     )
     for task in (celltype, expression, everything):
         _add_graph_arguments(task)
@@ -340,6 +342,14 @@ def _add_evaluate_parser(commands) -> None:
             required=True,
             metavar="KEY",
             help="the label column (data, reference)",
+        )
+    for task in (edges, everything):
+        task.add_argument(
+            "--held-out",
+            metavar="EDGES.tsv",
+            required=task is edges,
+            help="the edges held out of pre-training (gremln hold-out-edges): the hidden edges"
+            + ("" if task is edges else "; without it the edges evaluation is left out"),
         )
     edges.add_argument(
         "--cell-types",
@@ -389,6 +399,46 @@ def _add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-pcs", type=int, default=50, help="components of the PCA baseline (default: 50)"
     )
+
+
+def _add_hold_out_parser(commands) -> None:
+    hold_out = commands.add_parser(
+        "hold-out-edges",
+        help="before pre-training: hold edges out of every graph for the edges evaluation",
+        description="Choose a fraction of the cell-type networks' gene pairs (pooled over types) "
+        "and write PRETRAIN_GRAPHS, a copy of GRAPHS in which no graph (nor any per-cell graph "
+        "of an assignment) has any of them: pre-train on it (gremln prepare --graphs), then give "
+        "EDGES.tsv to gremln evaluate edges --held-out, with GRAPHS as --store.",
+    )
+    hold_out.add_argument("graphs", metavar="GRAPHS", help="graph store with the networks (read)")
+    hold_out.add_argument("pretraining", metavar="PRETRAIN_GRAPHS", help="graph store to write")
+    hold_out.add_argument("--edges", required=True, metavar="EDGES.tsv", help="held-out pairs")
+    hold_out.add_argument(
+        "--fraction", type=float, default=0.15, help="share of pairs held out (default: 0.15)"
+    )
+    hold_out.add_argument("--seed", type=int, default=0, help="seed of the choice (default: 0)")
+    hold_out.add_argument(
+        "--cell-types", metavar="A,B,...", help="only these types' networks' pairs (default: all)"
+    )
+    hold_out.add_argument("--overwrite", action="store_true", help="replace PRETRAIN_GRAPHS")
+
+
+def _hold_out(args) -> dict:
+    from gremln.evaluate.edges import hold_out_edges, write_held_out
+    from netinfer.io import InputError
+
+    if os.path.isdir(args.edges):
+        raise InputError(f"{args.edges}: is a directory; --edges takes the .tsv file to write")
+    held_out = hold_out_edges(
+        args.graphs,
+        args.pretraining,
+        fraction=args.fraction,
+        seed=args.seed,
+        cell_types=args.cell_types.split(",") if args.cell_types else None,
+        overwrite=args.overwrite,
+    )
+    write_held_out(held_out, args.edges)
+    return {"held_out_pairs": len(held_out), "pretraining_graphs": args.pretraining}
 
 
 def _add_finetune_parser(commands) -> None:
@@ -542,6 +592,7 @@ def _evaluate(args) -> dict:
             model,
             args.store,
             cell_type_key=args.cell_type_key,
+            held_out=args.held_out,
             cell_types=cell_types,
             min_edges=args.min_edges,
             epochs=args.epochs,
@@ -574,6 +625,7 @@ def _evaluate(args) -> dict:
             adata,
             model,
             args.store,
+            held_out=args.held_out,
             perturbation=perturbation,
             perturbation_key=args.perturbation_key,
             control=args.control,
@@ -632,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args, console)
     if args.command == "demo":
         return _demo(args, console)
-    if args.command in ("embed", "evaluate", "finetune"):
+    if args.command in ("embed", "evaluate", "finetune", "hold-out-edges"):
         return _embed_or_evaluate(args, console)
     from gremln.cellstore import prepare
     from netinfer.io import InputError
@@ -729,6 +781,8 @@ def _embed_or_evaluate(args, console: Console) -> int:
             warnings.showwarning = _warning_printer(console)
             if args.command == "embed":
                 print(json.dumps(_embed(args), indent=2))
+            elif args.command == "hold-out-edges":
+                print(json.dumps(_hold_out(args), indent=2))
             else:
                 _print_scores(_evaluate(args), args.out)
     except (InputError, StoreError, FileNotFoundError, ValueError) as error:

@@ -434,12 +434,12 @@ def _graph_keys(
     *,
     require_type_networks: bool = True,
 ) -> np.ndarray:
-    """Each cell's graph in the graph store, checked to exist there; in ``celltype`` mode
-    without ``require_type_networks``, None for the cells whose type has no (or an empty)
-    consensus network."""
-    from netinfer.store import GraphStore
+    """Each cell's graph in the graph store (a path or a :class:`gremln.data.GraphSource`),
+    checked to exist there; in ``celltype`` mode without ``require_type_networks``, None for
+    the cells whose type has no (or an empty) consensus network."""
+    from gremln.data import GraphSource
 
-    with GraphStore.open(graphs_path) as store:
+    with GraphSource(graphs_path) as store:
         if graph_mode.startswith("ppi:"):
             name = graph_mode[4:]
             if name not in store:

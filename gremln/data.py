@@ -19,10 +19,13 @@ checkpoint left it.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from numba import njit
 
@@ -54,6 +57,143 @@ def shard_blocks(
     return blocks[rank::world_size]
 
 
+class GraphSource:
+    """The graphs a loader reads: a graph store opened read-only, with graphs and assignments
+    held in memory on top of it (an evaluation's visible graph, an integration's per-cell graphs).
+
+    Nothing is ever written to the store, so evaluations need no writer lock, two of them on one
+    store cannot collide, and a crash leaves nothing behind. In-memory graphs and assignments
+    shadow the store's of the same name. ``integrate`` (netinfer) can store its assignment here:
+    the source offers the store's reading methods and an in-memory ``assignment_writer``.
+
+    Parameters
+    ----------
+    graphs
+        A graph store's path, or another source (its in-memory graphs and assignments are
+        copied, so adding to the new one leaves it alone).
+    """
+
+    def __init__(self, graphs: str | os.PathLike[str] | GraphSource):
+        if isinstance(graphs, GraphSource):
+            self.url = graphs.url
+            self._graphs, self._assignments = dict(graphs._graphs), dict(graphs._assignments)
+        else:
+            self.url = os.fspath(graphs)
+            self._graphs, self._assignments = {}, {}
+        self._store = None  # opened on first use, in each process
+
+    def __fspath__(self) -> str:
+        return self.url
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __getstate__(self) -> dict:  # loader workers open the store themselves
+        return {**self.__dict__, "_store": None}
+
+    def __enter__(self) -> GraphSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # read-only: no lock to release
+
+    @property
+    def store(self):
+        """The graph store, opened read-only."""
+        if self._store is None:
+            from netinfer.store import GraphStore
+
+            self._store = GraphStore.open(self.url)
+        return self._store
+
+    @property
+    def genes(self) -> np.ndarray:
+        return self.store.genes
+
+    def gene_index(self, genes) -> np.ndarray:
+        return self.store.gene_index(genes)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._graphs or name in self.store
+
+    def list(self):
+        """The store's graphs (``GraphStore.list``); in-memory graphs are not listed."""
+        return self.store.list()
+
+    def get(self, name: str, **options):
+        """A graph of the store (``GraphStore.get``)."""
+        return self.store.get(name, **options)
+
+    def add_graph(self, name: str, gene_a: np.ndarray, gene_b: np.ndarray) -> None:
+        """Hold an undirected graph in memory (its edges as gene names, all in the store's
+        vocabulary), replacing one of that name."""
+        a, b = self.gene_index(gene_a), self.gene_index(gene_b)
+        if (a < 0).any() or (b < 0).any():
+            unknown = np.concatenate([np.asarray(gene_a)[a < 0], np.asarray(gene_b)[b < 0]])
+            raise ValueError(
+                f"graph {name!r}: {unknown.size} endpoint(s) not in the vocabulary of {self.url} "
+                f"(e.g. {', '.join(map(str, unknown[:3]))})"
+            )
+        a, b = a[a != b], b[a != b]  # no self-loops, as the store's undirected view
+        n = len(self.genes)
+        ones = np.ones(2 * a.size, dtype=np.int8)
+        self._graphs[name] = sp.csr_matrix((ones, (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+
+    def undirected_edges(self, name, gene_indices, labels=None, *, dtype=np.int32) -> np.ndarray:
+        """Both directions of every edge among a cell's genes (``GraphStore.undirected_edges``)."""
+        if name not in self._graphs:
+            return self.store.undirected_edges(name, gene_indices, labels, dtype=dtype)
+        cell = np.asarray(gene_indices, dtype=np.int64)
+        labels = np.arange(cell.size) if labels is None else np.asarray(labels)
+        among = self._graphs[name][cell][:, cell].tocoo()
+        return np.stack([labels[among.row], labels[among.col]]).astype(dtype)
+
+    def assignment_writer(self, name: str, *, overwrite: bool = False) -> _AssignmentInMemory:
+        """Collect per-cell graphs in memory (the interface of ``GraphStore.assignment_writer``;
+        an in-memory assignment of the same name is replaced, whatever ``overwrite``)."""
+        return _AssignmentInMemory(self, name)
+
+    def get_assignment(self, name: str):
+        """An in-memory assignment, else the store's (``GraphStore.get_assignment``)."""
+        if name in self._assignments:
+            return self._assignments[name]
+        return self.store.get_assignment(name)
+
+
+class _AssignmentInMemory:
+    """``GraphStore.assignment_writer``'s interface, publishing into a :class:`GraphSource`."""
+
+    def __init__(self, source: GraphSource, name: str):
+        self.source, self.name = source, name
+        self.graphs: list[np.ndarray] = []
+
+    @property
+    def n_graphs(self) -> int:
+        return len(self.graphs)
+
+    def add_graph(self, edges: np.ndarray) -> int:
+        self.graphs.append(np.asarray(edges, dtype=np.int32))
+        return self.n_graphs - 1
+
+    def publish(
+        self, *, cells, graph_index, weights, cell_types, edge_rows, edge_cols, params=None
+    ):
+        from netinfer.store import Assignment
+
+        sizes = [len(g) for g in self.graphs]
+        self.source._assignments[self.name] = Assignment(
+            cells=np.asarray(cells, dtype=str),
+            graph_index=np.asarray(graph_index, dtype=np.int32),
+            weights=np.asarray(weights, dtype=np.float32),
+            cell_types=np.asarray(cell_types, dtype=str),
+            edge_rows=np.asarray(edge_rows, dtype=np.int32),
+            edge_cols=np.asarray(edge_cols, dtype=np.int32),
+            graph_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            graph_edges=np.concatenate(self.graphs or [np.empty(0, np.int32)]),
+            meta={"name": self.name, "params": dict(params or {})},
+        )
+
+
 class CellDataset(torch.utils.data.IterableDataset):
     """Masked cells with their subgraphs (see the module docstring).
 
@@ -62,7 +202,8 @@ class CellDataset(torch.utils.data.IterableDataset):
     cells_path
         The cell store (``gremln prepare``).
     graphs_path
-        The graph store holding the cells' graphs.
+        The graph store holding the cells' graphs (its path, opened read-only), or a
+        :class:`GraphSource`.
     split
         ``train``, ``val_seen``, ``val_unseen`` or ``None`` for all cells.
     max_length
@@ -85,13 +226,18 @@ class CellDataset(torch.utils.data.IterableDataset):
         Also give each cell its graph in this assignment of per-cell graphs (``netinfer
         cellspecific --name``) as ``cellspecific_edge_index`` (for the structure adapter).
     coexpression_fraction
-        Replace this fraction of each cell's undirected edges by random pairs of its genes
-        (all expressed: edges of its co-expression graph), per epoch; the count is kept.
+        Replace this fraction of each cell's undirected edges by edges of the co-expression kNN
+        graph of the split's cells (:func:`coexpression_knn_graph`) among its genes, drawn anew
+        per epoch (GRNFormer's graph perturbation); the count is kept while the kNN graph has
+        enough such edges.
+    coexpression_neighbours
+        k of that kNN graph.
     """
 
     # class-level defaults: subclasses that build their own state inherit them
     cellspecific: str | None = None
     coexpression_fraction: float = 0.0
+    coexpression: sp.csr_matrix | None = None
 
     def __init__(
         self,
@@ -110,6 +256,7 @@ class CellDataset(torch.utils.data.IterableDataset):
         layout: str = "packed",
         cellspecific: str | None = None,
         coexpression_fraction: float = 0.0,
+        coexpression_neighbours: int = 10,
     ):
         super().__init__()
         if not 0.0 <= coexpression_fraction <= 1.0:
@@ -122,7 +269,7 @@ class CellDataset(torch.utils.data.IterableDataset):
             raise ValueError(f"layout must be 'packed' or 'padded', not {layout!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
-        self.cells_path, self.graphs_path = str(cells_path), str(graphs_path)
+        self.cells_path, self.graphs_path = str(cells_path), GraphSource(graphs_path)
         store = CellStore.open(self.cells_path)
         self.n_bins = store.vocabulary.n_bins
         obs = store.obs
@@ -131,6 +278,10 @@ class CellDataset(torch.utils.data.IterableDataset):
         self.seed, self.epoch, self.position, self.block = seed, epoch, position, block
         self.batch_size, self.layout = batch_size, layout
         self.cellspecific, self.coexpression_fraction = cellspecific, coexpression_fraction
+        if coexpression_fraction:
+            self.coexpression = coexpression_knn_graph(
+                self.cells_path, split, k=coexpression_neighbours
+            )
         if (
             shard is None
             and torch.distributed.is_available()
@@ -145,10 +296,8 @@ class CellDataset(torch.utils.data.IterableDataset):
         self.epoch, self.position = epoch, 0
 
     def _open(self):
-        from netinfer.store import GraphStore
-
         cells = CellStore.open(self.cells_path)
-        graphs = GraphStore.open(self.graphs_path)
+        graphs = self.graphs_path
         # cell-store token id -> graph-store vocabulary index (-1: gene not in any graph)
         to_graph = np.full(len(cells.vocabulary), -1, dtype=np.int64)
         to_graph[3:] = graphs.gene_index(cells.vocabulary.genes)
@@ -257,7 +406,9 @@ class CellDataset(torch.utils.data.IterableDataset):
         edges = self.subgraph(cell, gene_ids)
         if self.coexpression_fraction:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cell]))
-            edges = coexpression_perturbation(edges, gene_ids.size, self.coexpression_fraction, rng)
+            among = sp.triu(self.coexpression[gene_ids][:, gene_ids]).tocoo()
+            candidates = np.stack([among.row, among.col]) + 1  # token positions, i < j
+            edges = coexpression_perturbation(edges, candidates, self.coexpression_fraction, rng)
         out = {"edge_index": edges}
         if self.cellspecific is not None:
             out["cellspecific_edge_index"] = self._assigned_subgraph(
@@ -487,20 +638,71 @@ def _masked_tokens(
         source += n
 
 
-def coexpression_perturbation(
-    edges: np.ndarray, n_genes: int, fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Replace ``fraction`` of a cell's undirected edges by random new pairs of its genes.
+@functools.lru_cache(maxsize=4)  # training makes a dataset per epoch: build the graph once
+def coexpression_knn_graph(
+    cells_path: str, split: str | None = "train", *, k: int = 10, max_cells: int = 20_000
+) -> sp.csr_matrix:
+    """The gene co-expression kNN graph of a split's cells (GRNFormer's perturbation graph).
 
-    Every pair of a cell's tokens is an edge of its co-expression graph (tokens are expressed
-    genes), so the replacements are drawn uniformly among the pairs not already edges.
+    Each gene's expression over the cells is its stored rank bin (0 where not expressed); two
+    genes are joined when either is among the other's ``k`` genes of highest Pearson
+    correlation (positive only) over the cells. At most ``max_cells`` cells are read, evenly
+    spaced over the split (deterministic).
+
+    Returns
+    -------
+    Symmetric CSR over the cell store's token ids (1 for an edge; no self-loops).
+    """
+    store = CellStore.open(cells_path)
+    cells = np.flatnonzero(store.obs["split"] == split) if split else np.arange(len(store.obs))
+    cells = cells[np.linspace(0, len(cells) - 1, min(len(cells), max_cells)).astype(np.int64)]
+    group, offsets = store._group, store.offsets
+    gene_ids, bins = group["tokens/gene_ids"][:], group["tokens/bins"][:]
+    spans = [np.arange(offsets[c], offsets[c + 1]) for c in cells]
+    lengths = [len(span) for span in spans]
+    taken = np.concatenate(spans) if spans else np.empty(0, np.int64)
+    n_tokens = len(store.vocabulary)
+    x = sp.csr_matrix(
+        (bins[taken].astype(np.float64), gene_ids[taken], np.r_[0, np.cumsum(lengths)]),
+        shape=(len(cells), n_tokens),
+    )
+    n = max(len(cells), 1)
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    sd = np.sqrt(np.maximum(np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean**2, 0.0))
+    genes = np.flatnonzero(sd > 0)
+    sources, targets = [], []
+    xt = x[:, genes].T.tocsr()
+    for start in range(0, len(genes), 512):  # a block of genes' correlations with all at once
+        block = genes[start : start + 512]
+        covariance = (xt @ x[:, block]).toarray() / n - np.outer(mean[genes], mean[block])
+        correlation = covariance / np.outer(sd[genes], sd[block])
+        correlation[start + np.arange(len(block)), np.arange(len(block))] = -np.inf  # self
+        top = np.argsort(-correlation, axis=0, kind="stable")[: min(k, len(genes) - 1)]
+        positive = np.take_along_axis(correlation, top, axis=0) > 0
+        sources.append(np.broadcast_to(block, top.shape)[positive])
+        targets.append(genes[top[positive]])
+    sources = np.concatenate(sources) if sources else np.empty(0, np.int64)
+    targets = np.concatenate(targets) if targets else np.empty(0, np.int64)
+    ones = np.ones(2 * sources.size, dtype=np.int8)
+    graph = sp.csr_matrix(
+        (ones, (np.r_[sources, targets], np.r_[targets, sources])), shape=(n_tokens, n_tokens)
+    )
+    graph.data[:] = 1
+    return graph
+
+
+def coexpression_perturbation(
+    edges: np.ndarray, candidates: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Replace ``fraction`` of a cell's undirected edges by co-expression edges among its genes.
 
     Parameters
     ----------
     edges
-        (2, E) symmetric edges in token positions 1..n_genes.
-    n_genes
-        Genes of the cell.
+        (2, E) symmetric edges in token positions.
+    candidates
+        (2, C) the co-expression kNN graph's edges among the cell's genes, in token positions,
+        first < second (:func:`coexpression_knn_graph`).
     fraction
         Share of the undirected edges replaced.
     rng
@@ -508,25 +710,19 @@ def coexpression_perturbation(
 
     Returns
     -------
-    (2, E) int32 symmetric edges, as many as before (fewer only when the cell has too few free
-    pairs).
+    (2, E) int32 symmetric edges, as many as before: ``round(fraction * E / 2)`` undirected
+    edges dropped and as many candidates that are no edge yet added, uniformly at random (fewer
+    of both when too few candidates are free).
     """
     upper = edges[:, edges[0] < edges[1]].astype(np.int64)
-    n_replaced = int(round(fraction * upper.shape[1]))
+    size = int(max(upper.max(initial=0), candidates.max(initial=0))) + 1
+    free = candidates[:, ~np.isin(candidates[0] * size + candidates[1], upper[0] * size + upper[1])]
+    n_replaced = min(int(round(fraction * upper.shape[1])), free.shape[1])
     if n_replaced == 0:
         return edges
     kept = upper[:, rng.choice(upper.shape[1], upper.shape[1] - n_replaced, replace=False)]
-    taken = set((upper[0] * (n_genes + 1) + upper[1]).tolist())
-    free = n_genes * (n_genes - 1) // 2 - len(taken)
-    added: list[int] = []
-    while len(added) < min(n_replaced, free):
-        pairs = np.sort(rng.integers(1, n_genes + 1, size=(2, 2 * n_replaced)), axis=0)
-        for key in (pairs[0] * (n_genes + 1) + pairs[1])[pairs[0] < pairs[1]].tolist():
-            if key not in taken and len(added) < n_replaced:
-                taken.add(key)
-                added.append(key)
-    new = np.array(added, dtype=np.int64)
-    upper = np.concatenate([kept, np.stack([new // (n_genes + 1), new % (n_genes + 1)])], axis=1)
+    added = free[:, np.sort(rng.choice(free.shape[1], n_replaced, replace=False))]
+    upper = np.concatenate([kept, added], axis=1)
     return np.concatenate([upper, upper[::-1]], axis=1).astype(np.int32)
 
 
@@ -552,7 +748,8 @@ class TokenArrayDataset(CellDataset):
     vocabulary
         The vocabulary the token ids are of.
     graphs_path
-        The graph store holding the cells' graphs.
+        The graph store holding the cells' graphs (its path, opened read-only), or a
+        :class:`GraphSource` (e.g. with an integration's assignment held in memory).
     graph_keys
         Each cell's graph: a graph name, ``assignment:NAME`` (a per-cell graph of an integration,
         looked up by cell id), or ``""`` for no graph.
@@ -590,7 +787,7 @@ class TokenArrayDataset(CellDataset):
         if not len(offsets) - 1 == len(graph_keys) == len(cell_ids):
             raise ValueError("offsets, graph_keys and cell_ids must describe the same cells")
         self.offsets, self.gene_ids, self.bins = offsets, gene_ids, bins
-        self.vocabulary, self.graphs_path = vocabulary, str(graphs_path)
+        self.vocabulary, self.graphs_path = vocabulary, GraphSource(graphs_path)
         self.n_bins = vocabulary.n_bins
         self.indices = np.arange(len(offsets) - 1) if order is None else np.asarray(order)
         self.max_length, self.mask_fraction = max_length, mask_fraction
@@ -603,9 +800,7 @@ class TokenArrayDataset(CellDataset):
         return len(self.indices)
 
     def _open(self):
-        from netinfer.store import GraphStore
-
-        self._graphs = GraphStore.open(self.graphs_path)
+        self._graphs = self.graphs_path
         self._to_graph = np.full(len(self.vocabulary), -1, dtype=np.int64)
         self._to_graph[3:] = self._graphs.gene_index(self.vocabulary.genes)
         self._assignments = {}

@@ -10,7 +10,8 @@ names it. Nothing is masked. Each cell gets its graph by
 
 - ``integrated`` (default): the per-cell graph of netinfer's kNN integration (GREmLN eq. 1-3)
   against a labelled reference; the query's own labels are never read (the query handed to the
-  integration carries no obs columns at all).
+  integration carries no obs columns at all). The integration is held in memory (a
+  :class:`~gremln.data.GraphSource`): the graph store is only read.
 - ``celltype``: the consensus network of the cell's own type (reads the label column, so only
   when asked for: it gives away the label).
 - ``ppi:NAME``: the graph NAME of the store, for every cell.
@@ -36,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gremln.cellstore import _graph_keys
-from gremln.data import TokenArrayDataset
+from gremln.data import GraphSource, TokenArrayDataset
 from gremln.model import GremlnModel, flash_attn_varlen_func
 from gremln.tokenize import tokenize_cells
 from netinfer.io import InputError
@@ -226,10 +227,11 @@ def token_dataset(
         )
     counts = adata.layers[layer] if layer is not None else adata.X
     tokens, info = tokenize(counts, adata.var_names, adata.obs_names, model.vocabulary)
+    graphs = GraphSource(graphs_path)  # the integration's assignment goes here, not the store
     keys, info["graphs"] = cell_graph_keys(
         adata,
         counts,
-        graphs_path,
+        graphs,
         graph_mode,
         reference=reference,
         cell_type_key=cell_type_key,
@@ -241,7 +243,7 @@ def token_dataset(
     dataset = TokenArrayDataset(
         *tokens,
         vocabulary=model.vocabulary,
-        graphs_path=graphs_path,
+        graphs_path=graphs,
         graph_keys=keys,
         cell_ids=adata.obs_names.astype(str).to_numpy(),
         max_length=max_length,
@@ -284,20 +286,21 @@ def embed(
         A :class:`~gremln.model.GremlnModel`, or the path of a saved model or of a training run
         directory (``RUN_DIR/model``).
     graphs_path
-        The graph store with the cells' graphs.
+        The graph store with the cells' graphs (only read), or a
+        :class:`~gremln.data.GraphSource`.
     graph_mode
         ``integrated`` (default), ``celltype``, ``ppi:NAME``, ``assignment:NAME`` or ``none``
         (see the module docstring).
     reference
         Integrated mode: labelled training cells (counts, types in ``obs[cell_type_key]``). The
-        kNN integration against them writes the assignment ``assignment`` into the graph store
-        (replacing one of that name). Without a reference the store's existing assignment
-        ``assignment`` (``netinfer integrate --name``) must cover every cell.
+        kNN integration against them is held in memory as the assignment ``assignment``
+        (nothing is written to the graph store). Without a reference the store's existing
+        assignment ``assignment`` (``netinfer integrate --name``) must cover every cell.
     cell_type_key
         The label column: the reference's in integrated mode, ``adata``'s in celltype mode (read
         in no other case).
     assignment
-        Name of the integration's assignment in the graph store.
+        Name of the integration's assignment (in memory; with no reference, the store's).
     integration
         Further keyword arguments of :func:`netinfer.integrate.integrate` (``k``, ``alpha``,
         ``n_pcs``, ``seed``, ``min_overlap``).
@@ -406,7 +409,7 @@ def tokenize(counts, var_names, obs_names, vocabulary) -> tuple[tuple, dict]:
 def cell_graph_keys(
     adata,
     counts,
-    graphs_path,
+    graphs: GraphSource,
     graph_mode: str,
     *,
     reference=None,
@@ -414,17 +417,16 @@ def cell_graph_keys(
     assignment: str = "gremln-embed",
     integration: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Each cell's graph key in the graph store (see :func:`embed`), and where they came from."""
+    """Each cell's graph key in ``graphs`` (see :func:`embed`), and where they came from; an
+    integration's assignment is added to ``graphs`` (in memory)."""
     import anndata as ad
     import pandas as pd
-
-    from netinfer.store import GraphStore
 
     cell_ids = adata.obs_names.astype(str).to_numpy()
     unlabelled = np.empty(adata.n_obs, dtype=object)  # the store's checks need no labels
 
     def checked_keys(mode: str, cell_types: np.ndarray = unlabelled) -> np.ndarray:
-        return _graph_keys(graphs_path, mode, cell_types, "<data>", cell_ids)
+        return _graph_keys(graphs, mode, cell_types, "<data>", cell_ids)
 
     if graph_mode == "none":
         return np.full(adata.n_obs, "", dtype=object), {"mode": "none"}
@@ -456,16 +458,16 @@ def cell_graph_keys(
             obs=pd.DataFrame(index=cell_ids),
             var=pd.DataFrame(index=adata.var_names.astype(str)),
         )
-        with GraphStore.open(graphs_path, mode="a") as store:
-            result = integrate(
-                query,
-                reference,
-                store,
-                cell_type_key=cell_type_key,
-                name=assignment,
-                overwrite=True,
-                **(integration or {}),
-            )
+        # into the in-memory source: the store is only read
+        result = integrate(
+            query,
+            reference,
+            graphs,
+            cell_type_key=cell_type_key,
+            name=assignment,
+            overwrite=True,
+            **(integration or {}),
+        )
         info["integration"] = result.summary
     return checked_keys(f"assignment:{assignment}"), info
 

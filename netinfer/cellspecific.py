@@ -11,7 +11,10 @@
 3. **A cell's network** is the union of the edges of its type's network whose regulator is
    active in the cell. Cells are processed in chunks; identical networks are stored once, as an
    assignment of per-cell graphs in the graph store (``GraphStore.get_assignment``), whose
-   parameters record ``kind = "cellspecific"``.
+   parameters record ``kind = "cellspecific"`` and, as ``read_labels``, that every cell's
+   graph was made from its own label (``{"column": cell_type_key, "of": "own cells"}``): an
+   evaluation that predicts these cells' labels must not give them these graphs (``gremln
+   evaluate`` refuses them).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from numba import njit, prange
 
 from netinfer.io import InputError
 from netinfer.sc.validate import require_obs_column
+
+#: ``params["read_labels"]["of"]`` of an assignment whose cells' graphs were made from their own
+#: labels
+READ_OWN_LABELS = "own cells"
 
 
 @njit(cache=True)
@@ -285,6 +292,8 @@ def cellspecific_networks(
         "regulons": int(sum(len(c) for c in thresholds.values())),
         "max_rank": max_rank,
         "kind": "cellspecific",
+        # provenance: each cell's graph depends on its own label (evaluations check this)
+        "read_labels": {"column": cell_type_key, "of": READ_OWN_LABELS},
     }
     writer.publish(
         cells=adata.obs_names.astype(str).to_numpy(),

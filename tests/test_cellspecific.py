@@ -93,6 +93,8 @@ def test_cellspecific_networks_are_the_active_regulons_edges(tmp_path):
     store = GraphStore.open(store_path)
     assignment = store.get_assignment("cellspecific")
     assert assignment.meta["params"]["kind"] == "cellspecific"
+    # provenance: every cell's graph was made from its own label (evaluations refuse it)
+    assert assignment.meta["params"]["read_labels"] == {"column": "type", "of": "own cells"}
     vocabulary = np.asarray(store.genes)
     cuts = result.thresholds
     scores = regulon_activity(

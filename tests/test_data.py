@@ -200,25 +200,63 @@ def test_integrated_graph_mode_gives_each_cell_its_own_graph(stores, tmp_path):
     assert sizes == {True, False}  # cells with and without edges among their genes
 
 
-def test_coexpression_perturbation_keeps_the_edge_count(stores):
+def test_coexpression_perturbation_draws_from_the_knn_graph_and_keeps_the_edge_count(stores):
     from gremln.data import coexpression_perturbation
 
     rng = np.random.default_rng(0)
     pairs = np.unique(np.sort(rng.integers(1, 31, size=(2, 60)), axis=0), axis=1)
     pairs = pairs[:, pairs[0] < pairs[1]]
     edges = np.concatenate([pairs, pairs[::-1]], axis=1).astype(np.int32)
-    out = coexpression_perturbation(edges, 30, 0.2, np.random.default_rng(1))
+    candidates = np.unique(np.sort(rng.integers(1, 31, size=(2, 40)), axis=0), axis=1)
+    candidates = candidates[:, candidates[0] < candidates[1]]
+    out = coexpression_perturbation(edges, candidates, 0.2, np.random.default_rng(1))
     assert out.shape == edges.shape and out.dtype == np.int32
     before, after = set(map(tuple, edges.T.tolist())), set(map(tuple, out.T.tolist()))
     assert after == {(b, a) for a, b in after}  # symmetric, no duplicates
-    assert len(after) == len(before) and all(0 < a <= 30 and a != b for a, b in after)
+    assert len(after) == len(before)
     assert len(before - after) == 2 * round(0.2 * pairs.shape[1])
-    again = coexpression_perturbation(edges, 30, 0.2, np.random.default_rng(1))
+    knn = set(map(tuple, candidates.T.tolist()))
+    assert {(a, b) for a, b in after - before if a < b} <= knn  # new edges: kNN graph edges
+    again = coexpression_perturbation(edges, candidates, 0.2, np.random.default_rng(1))
     assert np.array_equal(out, again)
-    dense = np.array([[1, 2, 1, 3, 2, 3], [2, 1, 3, 1, 3, 2]], dtype=np.int32)  # no free pair
-    assert set(map(tuple, coexpression_perturbation(dense, 3, 0.5, rng).T.tolist())) <= set(
-        map(tuple, dense.T.tolist())
-    )
+    # fewer free candidates than edges to replace: only as many replaced, the count kept
+    few = coexpression_perturbation(edges, candidates[:, :2], 0.5, rng)
+    assert few.shape == edges.shape and len(set(map(tuple, few.T.tolist())) - before) <= 4
+
+
+def test_coexpression_knn_graph_matches_brute_force_correlations(stores):
+    from gremln.data import coexpression_knn_graph
+
+    cells_path, _ = stores
+    store = CellStore.open(cells_path)
+    graph = coexpression_knn_graph(str(cells_path), "train", k=5)
+    train = np.flatnonzero(store.obs["split"] == "train")
+    dense = np.zeros((len(train), len(store.vocabulary)))
+    for row, cell in enumerate(train):
+        ids, bins = store.cell(cell)
+        dense[row, ids] = bins
+    genes = np.flatnonzero(dense.std(axis=0) > 0)
+    correlation = np.corrcoef(dense[:, genes].T)  # float64, all at once
+    np.fill_diagonal(correlation, -np.inf)
+    expected = set()
+    for i, gene in enumerate(genes[:200]):
+        best = np.argsort(-correlation[i], kind="stable")[:5]
+        expected |= {(gene, genes[j]) for j in best if correlation[i, j] > 0}
+    rows, cols = graph.nonzero()
+    edges = set(zip(rows.tolist(), cols.tolist()))
+    assert expected <= edges and all((b, a) in edges for a, b in expected)  # symmetric
+    # and nothing else: every edge is in one of its genes' top 5
+    top = {
+        (gene, genes[j])
+        for i, gene in enumerate(genes)
+        for j in np.argsort(-correlation[i], kind="stable")[:5]
+        if correlation[i, j] > 0
+    }
+    assert edges == top | {(b, a) for a, b in top}
+
+
+def test_coexpression_perturbation_in_the_dataset(stores):
+    from gremln.data import coexpression_knn_graph
 
     cells_path, graphs_path = stores
     plain = list(CellDataset(cells_path, graphs_path, split=None, seed=4))[:10]
@@ -229,3 +267,10 @@ def test_coexpression_perturbation_keeps_the_edge_count(stores):
         assert torch.equal(a["bins"], b["bins"])  # the masks do not change
         assert a["edge_index"].shape == b["edge_index"].shape
     assert any(not torch.equal(a["edge_index"], b["edge_index"]) for a, b in zip(plain, mixed))
+    graph = coexpression_knn_graph(str(cells_path), None)  # the dataset's cells: all
+    for a, b in zip(plain, mixed):
+        ids = b["gene_ids"].numpy()
+        added = set(map(tuple, b["edge_index"].T.tolist())) - set(
+            map(tuple, a["edge_index"].T.tolist())
+        )
+        assert all(graph[ids[i], ids[j]] for i, j in added)  # drawn from the kNN graph

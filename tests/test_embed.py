@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -19,6 +21,21 @@ from netinfer.io import InputError
 from netinfer.store import GraphStore, StoreError
 
 KEY = "bulk_labels"
+
+
+def store_digest(path) -> dict[str, str]:
+    """SHA-256 of every file under a store, by relative path: equal digests, unchanged bytes."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(path)
+    return {
+        str(file.relative_to(root)): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted(root.rglob("*"))
+        if file.is_file()
+    }
+
+
 QC = dict(min_counts=100, max_counts=10**6, trim=None, min_genes=50)
 TINY = dict(d_model=32, n_layers=1, n_heads=4, batch_size=16, num_workers=0, device="cpu")
 FAST = dict(max_length=100, progress=False)  # short sequences: quick forward passes
@@ -163,13 +180,14 @@ def test_embeddings_are_deterministic_and_do_not_depend_on_the_batch(setup):
     np.testing.assert_allclose(a.cells, c.cells, atol=1e-5)
 
 
-def test_integrated_mode_never_reads_the_query_labels(setup):
+def test_integrated_mode_never_reads_the_query_labels(setup, tmp_path):
     runs, model, reference, query = setup
     shuffled = query.copy()
     shuffled.obs[KEY] = np.random.default_rng(0).permutation(shuffled.obs[KEY].to_numpy())
     unlabelled = query.copy()
     del unlabelled.obs[KEY]
     results, inputs = [], []
+    before = store_digest(runs["graphs"])
     for data in (query, shuffled, unlabelled):
         seen = []
         results.append(
@@ -191,8 +209,17 @@ def test_integrated_mode_never_reads_the_query_labels(setup):
         for a, b in zip(batches, inputs[0], strict=True):  # every model input is the same
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
-    # the stored assignment is reused without a reference
-    again = compute_embeddings(unlabelled, model, runs["graphs"], **FAST)
+    assert store_digest(runs["graphs"]) == before  # the integration was held in memory
+    with pytest.raises(StoreError, match="no assignment named 'gremln-embed'"):
+        compute_embeddings(unlabelled, model, runs["graphs"], **FAST)
+    # without a reference, an assignment the user stored (netinfer integrate) is read
+    from netinfer.integrate import integrate
+
+    stored = tmp_path / "graphs.zarr"
+    shutil.copytree(runs["graphs"], stored)
+    with GraphStore.open(stored, mode="a") as store:
+        integrate(unlabelled, reference, store, cell_type_key=KEY, name="mine")
+    again = compute_embeddings(unlabelled, model, stored, graph_mode="assignment:mine", **FAST)
     np.testing.assert_array_equal(again.cells, results[0].cells)
 
 

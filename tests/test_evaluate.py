@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import anndata as ad
 import numpy as np
@@ -11,10 +12,18 @@ from test_embed import KEY, pretrained_models
 
 from cli.gremln import main as gremln_main
 from gremln.embed import load_model
-from gremln.evaluate import feature_sets, ignores_graphs, random_splits
+from gremln.evaluate import (
+    feature_sets,
+    ignores_graphs,
+    random_splits,
+    refuse_label_reading_graphs,
+)
 from gremln.evaluate.celltype import classification_metrics, evaluate_celltype, fit_linear_probe
 from gremln.evaluate.expression import evaluate_expression, r2_per_gene
+from netinfer.cellspecific import cellspecific_networks
+from netinfer.integrate import integrate
 from netinfer.io import InputError
+from netinfer.store import GraphStore
 
 FAST = {"max_length": 100}  # short sequences: quick forward passes
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -77,6 +86,26 @@ def test_celltype_evaluation_refuses_graphs_from_labels(setup, tmp_path):
         evaluate_celltype(
             adata, runs["diffusion"], runs["graphs"], cell_type_key="cluster", out_dir=tmp_path
         )
+    # cell-specific networks read each cell's own label: their assignment is refused too
+    graphs = tmp_path / "graphs.zarr"
+    shutil.copytree(runs["graphs"], graphs)
+    with GraphStore.open(graphs, mode="a") as store:
+        cellspecific_networks(adata, store, cell_type_key=KEY, name="per_cell")
+        reference = adata[: adata.n_obs // 2]
+        integrate(adata[adata.n_obs // 2 :], reference, store, cell_type_key=KEY, name="knn")
+    with pytest.raises(InputError, match="'per_cell' was made from its cells' own labels"):
+        evaluate_celltype(
+            adata,
+            runs["diffusion"],
+            graphs,
+            cell_type_key=KEY,
+            out_dir=tmp_path,
+            graph_mode="assignment:per_cell",
+        )
+    # an integration reads its reference's labels, not those of the cells it gives graphs to
+    refuse_label_reading_graphs(graphs, "assignment:knn", adata.obs_names[adata.n_obs // 2 :])
+    with pytest.raises(InputError, match=f"e.g. {adata.obs_names[-1]}"):
+        refuse_label_reading_graphs(graphs, "assignment:per_cell", adata.obs_names[-1:])
 
 
 def test_features_of_a_split_never_read_the_other_cells_labels(setup):

@@ -265,6 +265,7 @@ def test_evaluate_inputs(files, capsys):
     err = gremln(args, capsys)
     assert "counts.h5ad: no obs column 'celltype' (--cell-type-key)" in err
     args = ["evaluate", "edges", counts, *common, "--cell-type-key", "cell_type"]
+    args += ["--held-out", files / "held_out.tsv"]
     err = gremln([*args, "--out", files / "tfs.txt"], capsys)
     assert "tfs.txt: is a file; --out takes the directory" in err
     args = ["evaluate", "expression", counts, *common, *out, "--vanilla", files / "nope"]

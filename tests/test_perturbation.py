@@ -17,10 +17,12 @@ from cli.gremln import main as gremln_main
 from gremln.embed import load_model
 from gremln.evaluate import feature_sets, random_splits
 from gremln.evaluate.all import evaluate_all
+from gremln.evaluate.edges import hold_out_edges
 from gremln.evaluate.perturbation import (
     evaluate_perturbation,
     finetuned_classifier,
     perturbed_cells,
+    without_perturbed_genes,
 )
 from netinfer.io import InputError
 
@@ -92,6 +94,29 @@ def test_perturbation_evaluation_reports_every_model_and_reruns_identically(setu
     assert (tmp_path / "b" / "perturbation.json").read_text() == written  # seeds fixed
 
 
+def test_perturbed_genes_are_absent_from_every_input(setup, tmp_path):
+    runs, _, perturbed = setup
+    model = load_model(runs["diffusion"])
+    genes = sorted(set(perturbed.obs["perturbation"]) - {"control"})
+    token_ids, _ = model.vocabulary.encode(genes)
+    assert (token_ids >= 0).all()  # the model knows them, and the control cells express them
+    assert (perturbed[perturbed.obs["perturbation"] == "control", genes].X.sum(axis=0) > 0).all()
+    batches = []
+    options = _options(runs) | {"embed_options": {**FAST, "hook": batches.append}, "epochs": 1}
+    result = evaluate_perturbation(
+        perturbed, model, runs["graphs"], out_dir=tmp_path, n_splits=1, **options
+    )
+    assert result["data"]["removed_genes"] == genes
+    assert result["data"]["genes"] == perturbed.n_vars - len(genes)
+    # frozen embeddings of both models and both fine-tuned copies: every batch they received
+    assert len({id(b) for b in batches}) == len(batches) > 4
+    seen = np.unique(np.concatenate([b["gene_ids"].numpy().ravel() for b in batches]))
+    assert seen.size > 100 and not np.isin(token_ids, seen).any()
+    kept, removed = without_perturbed_genes(perturbed, "perturbation")  # controls included
+    assert removed == genes and kept.n_obs == perturbed.n_obs
+    assert not kept.var_names.isin(genes).any()
+
+
 def test_test_cells_perturbation_labels_reach_no_model_input(setup):
     runs, _, perturbed = setup
     model = load_model(runs["diffusion"])
@@ -149,6 +174,9 @@ def test_evaluate_all_writes_one_table_with_every_model(setup, tmp_path):
         runs["diffusion"],
         runs["graphs"],
         cell_type_key=KEY,
+        held_out=hold_out_edges(
+            runs["graphs"], tmp_path / "pre.zarr", cell_types=two_types.obs[KEY]
+        ),
         out_dir=tmp_path,
         vanilla=runs["vanilla"],
         perturbation=perturbed,

@@ -22,8 +22,8 @@ Features never see a test cell's label: models embed every cell with the graphs 
 :func:`gremln.embed.compute_embeddings`. In ``integrated`` mode without a separate reference,
 the reference of each split is its training and validation cells, so test cells get their graphs
 from their neighbours among those; a vanilla model ignores graphs and embeds once. The
-integration is stored in the graph store as the assignment ``gremln-evaluate`` (replaced by
-every split).
+integration is held in memory as the assignment ``gremln-evaluate`` (a fresh one per split):
+evaluations only read the graph store, so they need no writer lock and never collide.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from netinfer.io import InputError, atomic_write
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
-EVALUATION_ASSIGNMENT = "gremln-evaluate"  # the integration's assignment in the graph store
+EVALUATION_ASSIGNMENT = "gremln-evaluate"  # the integration's assignment, held in memory
 
 
 def model_set(model, vanilla=None, compare: dict | None = None) -> dict:
@@ -283,6 +283,39 @@ def split_graph_settings(
         counts = fitting.layers[layer] if layer is not None else fitting.X
         reference = ad.AnnData(X=counts, obs=fitting.obs[[cell_type_key]], var=fitting.var[[]])
     return dict(graph_mode=graph_mode, reference=reference)
+
+
+def refuse_label_reading_graphs(graphs_path, graph_mode: str, cell_ids) -> None:
+    """Refuse ``assignment:NAME`` graphs whose making read the evaluated cells' own labels (as
+    ``netinfer cellspecific`` records in the assignment's ``read_labels``): given to those
+    cells, they would give their labels away.
+
+    Raises
+    ------
+    InputError
+        The assignment read its cells' labels and some evaluated cell is among them.
+    """
+    if not graph_mode.startswith("assignment:"):
+        return
+    import pandas as pd
+
+    from gremln.data import GraphSource
+
+    name = graph_mode.removeprefix("assignment:")
+    assignment = GraphSource(graphs_path).get_assignment(name)
+    read = assignment.meta.get("params", {}).get("read_labels")
+    if not read:
+        return
+    cell_ids = pd.Index(np.asarray(cell_ids).astype(str))
+    leaked = cell_ids[cell_ids.isin([str(c) for c in assignment.cells])]
+    if len(leaked):
+        raise InputError(
+            f"{graphs_path}: assignment {name!r} was made from its cells' own labels "
+            f"(obs[{read.get('column')!r}] of {read.get('of')}, e.g. netinfer cellspecific); "
+            f"{len(leaked)} evaluated cell(s) are among them (e.g. {', '.join(leaked[:3])}), "
+            "whose graphs would give their labels away. Use graph mode integrated, ppi:NAME "
+            "or none"
+        )
 
 
 def standardize(features: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:

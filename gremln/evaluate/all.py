@@ -57,6 +57,7 @@ def evaluate_all(
     out_dir: str | os.PathLike[str],
     vanilla=None,
     compare: dict | None = None,
+    held_out=None,
     perturbation=None,
     perturbation_key: str | None = None,
     control: str = "control",
@@ -81,6 +82,10 @@ def evaluate_all(
         As in every evaluation (e.g. :func:`gremln.evaluate.celltype.evaluate_celltype`).
     cell_type_key
         The label column of ``adata`` (and of ``reference``).
+    held_out
+        The edges held out of the models' pre-training
+        (:func:`gremln.evaluate.edges.hold_out_edges`): the edges evaluation runs only with
+        them, since edges the models saw in pre-training cannot be "recovered".
     perturbation
         Perturb-seq-like counts for :func:`gremln.evaluate.perturbation.evaluate_perturbation`
         (optional; the same graphs settings apply to them).
@@ -129,10 +134,17 @@ def evaluate_all(
         "expression": evaluate_expression(
             adata, model, graphs_path, **graphs, **common, **extra["expression"]
         ),
-        "edges": evaluate_edges(
-            adata, model, graphs_path, cell_type_key=cell_type_key, **common, **extra["edges"]
-        ),
     }
+    if held_out is not None:
+        results["edges"] = evaluate_edges(
+            adata,
+            model,
+            graphs_path,
+            cell_type_key=cell_type_key,
+            held_out=held_out,
+            **common,
+            **extra["edges"],
+        )
     if perturbation is not None:
         results["perturbation"] = evaluate_perturbation(
             perturbation,

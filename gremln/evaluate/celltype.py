@@ -24,6 +24,7 @@ from gremln.evaluate import (
     model_set,
     new_figure,
     random_splits,
+    refuse_label_reading_graphs,
     save_figure,
     standardize,
     summarize,
@@ -255,7 +256,8 @@ def evaluate_celltype(
         evaluated like ``model``.
     graph_mode
         ``integrated``, ``ppi:NAME`` or ``none`` (see :func:`gremln.evaluate.feature_sets`);
-        not ``celltype``, which would give every test cell the graph of its own label.
+        not ``celltype``, which would give every test cell the graph of its own label, nor an
+        ``assignment:NAME`` made from the cells' own labels (``netinfer cellspecific``).
     reference
         Labelled reference cells for the integration (default: each split's training cells).
     layer
@@ -277,6 +279,7 @@ def evaluate_celltype(
             "integrated (the default), ppi:NAME or none"
         )
     require_obs_column(adata, cell_type_key)
+    refuse_label_reading_graphs(graphs_path, graph_mode, adata.obs_names)
     features = feature_sets(
         adata,
         model_set(model, vanilla, compare),

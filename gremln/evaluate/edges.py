@@ -1,18 +1,25 @@
 """Edge prediction on held-out edges of cell-type graphs (paper section 4): do a model's frozen
 gene embeddings, given part of a cell type's network, recover the rest of it?
 
+The hidden edges are chosen before pre-training: :func:`hold_out_edges` picks a fraction of the
+cell-type networks' gene pairs (pooled over types, since types share edges) and writes the graph
+store pre-training must read, a copy in which no graph (of any kind, nor any per-cell graph of
+an assignment) has any of them. A model pre-trained on that store has never seen a hidden edge
+in its attention; the evaluation reads the full store and hides exactly those pairs.
+
 Contexts: every cell type of the data with a consensus network in the graph store (or those
 asked for) with at least ``min_edges`` edges among genes expressed in its cells and known to
-every model. A context's genes are those edges' endpoints; edges are taken undirected.
+every model, at least one of them held out and one not. A context's genes are those edges'
+endpoints; edges are taken undirected.
 
-For each of ``n_splits`` seeded splits and each context, ``hidden_fraction`` (15%) of the edges
-are hidden. Negatives are gene pairs that are no edge at all: as many as the visible edges for
-training and as many as the hidden ones for testing, disjoint. Every model sees the visible
-graph only, in its own way:
+In every context the held-out edges are hidden and the others visible. Each of ``n_splits``
+seeded splits draws new negatives, gene pairs that are no edge at all (as many as the visible
+edges for training and as the hidden ones for testing, disjoint), and new predictor weights.
+Every model sees the visible graph only, in its own way:
 
 - GREmLN (diffusion attention) through its attention: the cells of the type are embedded with
-  the visible graph as every cell's graph (written to the graph store as ``VISIBLE_GRAPH``,
-  removed at the end), and each gene's state is averaged over those cells (genes in no cell's
+  the visible graph as every cell's graph (held in memory as ``VISIBLE_GRAPH``; the store is
+  only read), and each gene's state is averaged over those cells (genes in no cell's
   sequence, e.g. cut by ``max_length``, get zeros). A link predictor on these frozen gene
   embeddings (:class:`LinkPredictor` without an encoder) is trained on the visible edges against
   the training negatives.
@@ -33,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -51,7 +59,8 @@ from netinfer.sc.validate import require_obs_column
 
 EVALUATION = "edges"
 FIGURES = ("edges_roc.png", "edges_precision_recall.png")
-VISIBLE_GRAPH = "gremln-evaluate-edges"  # the visible graph GREmLN embeds with, in the store
+VISIBLE_GRAPH = "gremln-evaluate-edges"  # the visible graph GREmLN embeds with, in memory
+HELD_OUT_COLUMNS = ["gene_a", "gene_b"]  # the held-out edge table: one pair per row, a < b
 
 
 @dataclass
@@ -68,6 +77,8 @@ class EdgeContext:
         The type's cells (rows of the data).
     pairs
         Undirected edges as (i, j) indices into ``genes``, i < j, sorted.
+    held_out
+        Which of ``pairs`` were held out of pre-training (the hidden edges).
     """
 
     cell_type: str
@@ -75,6 +86,7 @@ class EdgeContext:
     genes: np.ndarray
     rows: np.ndarray
     pairs: np.ndarray
+    held_out: np.ndarray
 
 
 @dataclass
@@ -99,10 +111,11 @@ def undirected_pairs(sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def split_edges(
-    pairs: np.ndarray, n_genes: int, *, hidden_fraction: float = 0.15, seed: int = 0, split: int = 0
+    pairs: np.ndarray, n_genes: int, hidden: np.ndarray, *, seed: int = 0, split: int = 0
 ) -> EdgeSplit:
-    """Hide ``hidden_fraction`` of the edges (at least one) and draw negatives (pairs that are
-    no edge), as many as the visible edges for training and as the hidden ones for testing.
+    """Hide the edges ``pairs[hidden]`` (a boolean mask: those held out of pre-training) and draw
+    negatives (pairs that are no edge), as many as the visible edges for training and as the
+    hidden ones for testing.
 
     Deterministic in (``seed``, ``split``).
 
@@ -112,9 +125,8 @@ def split_edges(
         Fewer non-edges than negatives needed.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, split, 0x65646765]))  # "edge"
-    order = rng.permutation(len(pairs))
-    n_hidden = min(max(1, int(round(hidden_fraction * len(pairs)))), len(pairs) - 1)
-    hidden, visible = pairs[np.sort(order[:n_hidden])], pairs[np.sort(order[n_hidden:])]
+    hidden = np.asarray(hidden, dtype=bool)
+    hidden, visible = pairs[hidden], pairs[~hidden]
     n_negatives = len(pairs)
     if n_genes * (n_genes - 1) // 2 - len(pairs) < n_negatives:
         raise ValueError(f"{n_genes} genes have too few non-edges for {n_negatives} negatives")
@@ -261,14 +273,16 @@ def edge_contexts(
     adata,
     graphs_path,
     cell_type_key: str,
+    held_out: pd.DataFrame,
     *,
     known_genes: set[str] | None = None,
     cell_types=None,
     min_edges: int = 10,
     layer: str | None = None,
 ) -> tuple[list[EdgeContext], dict[str, str]]:
-    """The cell types' networks to evaluate on (see the module docstring), and why the other
-    types with a network were left out."""
+    """The cell types' networks to evaluate on (see the module docstring), with their edges in
+    ``held_out`` (:func:`hold_out_edges`) marked, and why the other types with a network were
+    left out."""
     import scipy.sparse as sp
 
     from netinfer.store import GraphStore
@@ -278,6 +292,8 @@ def edge_contexts(
     counts = sp.csr_matrix(adata.layers[layer] if layer is not None else adata.X)
     column = {gene: i for i, gene in enumerate(adata.var_names.astype(str))}
     wanted = set(labels) if cell_types is None else set(map(str, cell_types)) & set(labels)
+    # as sorted name pairs: a context's pairs (i < j into sorted genes) are in that order
+    held = {tuple(sorted(p)) for p in zip(held_out["gene_a"].astype(str), held_out["gene_b"])}
     contexts, skipped = [], {}
     with GraphStore.open(graphs_path) as store:
         listing = store.list()
@@ -297,14 +313,185 @@ def edge_contexts(
             if len(pairs) < min_edges:
                 skipped[cell_type] = f"{len(pairs)} edges among expressed genes (< {min_edges})"
                 continue
-            contexts.append(EdgeContext(cell_type, name, genes, rows, pairs))
+            hidden = np.array([(genes[i], genes[j]) in held for i, j in pairs], dtype=bool)
+            if hidden.all() or not hidden.any():
+                skipped[cell_type] = f"{hidden.sum()} of its {len(pairs)} edges held out"
+                continue
+            contexts.append(EdgeContext(cell_type, name, genes, rows, pairs, hidden))
     if not contexts:
         raise InputError(
             f"{graphs_path}: no consensus network of a cell type in obs[{cell_type_key!r}] "
-            f"has {min_edges} edges or more among genes expressed in its cells "
+            f"has {min_edges} edges or more among genes expressed in its cells, some but not "
+            "all of them held out "
             f"({'; '.join(f'{t}: {why}' for t, why in skipped.items()) or 'no network at all'})"
         )
     return contexts, skipped
+
+
+def hold_out_edges(
+    graphs_path: str | os.PathLike[str],
+    pretraining_path: str | os.PathLike[str],
+    *,
+    fraction: float = 0.15,
+    seed: int = 0,
+    cell_types=None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Before pre-training: choose the edges the edges evaluation will hide, and write the graph
+    store pre-training reads, a copy of ``graphs_path`` in which no graph has any of them.
+
+    The held-out edges are ``fraction`` of the distinct undirected gene pairs of the cell types'
+    consensus networks (of every type, or of ``cell_types``), pooled: a pair that several types
+    share is one pair, held out of all of them. The copy keeps the store's vocabulary, every
+    graph of any kind with its metadata and edge attributes, and every assignment, each less the
+    held-out pairs (in either direction); ``graphs_path`` is only read. The copy is written to a
+    temporary folder and renamed into place.
+
+    Parameters
+    ----------
+    graphs_path
+        The graph store with the cell types' consensus networks.
+    pretraining_path
+        Where the pre-training graph store is written.
+    fraction
+        Share of the pooled pairs held out (at least one).
+    seed
+        Seed of the choice.
+    cell_types
+        The types whose networks' pairs may be held out (default: every type's).
+    overwrite
+        Replace an existing store at ``pretraining_path``.
+
+    Returns
+    -------
+    The held-out pairs, columns ``gene_a`` < ``gene_b`` (the table :func:`evaluate_edges`
+    needs; ``write_held_out`` saves it).
+
+    Raises
+    ------
+    InputError
+        No consensus network with an edge (of the types asked for).
+    """
+    import shutil
+
+    from netinfer.store import GraphStore, StoreError
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), not {fraction}")
+    target = os.fspath(pretraining_path)
+    if os.path.abspath(target) == os.path.abspath(os.fspath(graphs_path)):
+        raise ValueError(f"{target}: the pre-training store must be a new path, not GRAPHS")
+    if os.path.exists(target) and not overwrite:
+        raise StoreError(f"{target}: already exists; pass overwrite=True to replace it")
+    staging = os.path.join(
+        os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp"
+    )
+    with GraphStore.open(graphs_path) as source:
+        genes = source.genes
+        n = len(genes)
+        listing = source.list()
+        networks = listing[listing["kind"] == "consensus"]
+        if cell_types is not None:
+            networks = networks[networks["cell_type"].isin(set(map(str, cell_types)))]
+        keys = [_pair_keys(*source.get(name).adjacency.nonzero(), n) for name in networks["name"]]
+        pooled = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+        if not pooled.size:
+            raise InputError(f"{graphs_path}: no consensus network with an edge to hold out")
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x686F6C64]))  # "hold"
+        n_held = min(max(1, int(round(fraction * pooled.size))), pooled.size)
+        held = np.sort(rng.choice(pooled, n_held, replace=False))
+        shutil.rmtree(staging, ignore_errors=True)
+        with GraphStore.create(staging) as copy:
+            copy.add_genes(genes, source.ensembl)
+            for name in listing["name"]:
+                _copy_graph(source, copy, name, held)
+            for name in sorted(source._root.get("assignments", {})):  # no public listing
+                _copy_assignment(source.get_assignment(name), copy, name, held)
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return pd.DataFrame({"gene_a": genes[held // n], "gene_b": genes[held % n]})
+
+
+def _pair_keys(rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per unordered pair of vocabulary indices (lower index first); self-loops too."""
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    return np.minimum(rows, cols) * n + np.maximum(rows, cols)
+
+
+def _copy_graph(source, copy, name: str, held: np.ndarray) -> None:
+    """Graph ``name`` of ``source`` into ``copy`` (same vocabulary) without the ``held`` pairs."""
+    graph = source.get(name)
+    info = source.info(name)
+    coo = graph.adjacency.tocoo()
+    keep = ~np.isin(_pair_keys(coo.row, coo.col, len(graph.genes)), held)
+    table = graph.to_dataframe()[keep]
+    if info["weight"] != "weight":  # the adjacency's values are another column (or ones)
+        table = table.drop(columns="weight")
+    copy.add_graph(
+        name,
+        table,
+        kind=info["kind"],
+        directed=info["directed"],
+        weight=info["weight"],
+        cell_type=info["cell_type"],
+        params={**info["params"], "held_out_pairs": int(held.size)},
+    )
+
+
+def _copy_assignment(assignment, copy, name: str, held: np.ndarray) -> None:
+    """An assignment into ``copy`` (same vocabulary), its edges in ``held`` left out."""
+    n = len(copy.genes)
+    keep = ~np.isin(_pair_keys(assignment.edge_rows, assignment.edge_cols, n), held)
+    renumber = np.cumsum(keep) - 1
+    writer = copy.assignment_writer(name)
+    for j in range(assignment.n_graphs):
+        edges = assignment.graph_edges[
+            assignment.graph_offsets[j] : assignment.graph_offsets[j + 1]
+        ]
+        writer.add_graph(renumber[edges[keep[edges]]])
+    writer.publish(
+        cells=[str(c) for c in assignment.cells],  # zarr's string arrays as plain str
+        graph_index=assignment.graph_index,
+        weights=assignment.weights,
+        cell_types=[str(t) for t in assignment.cell_types],
+        edge_rows=assignment.edge_rows[keep],
+        edge_cols=assignment.edge_cols[keep],
+        params={**assignment.meta.get("params", {}), "held_out_pairs": int(held.size)},
+    )
+
+
+def write_held_out(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Save the held-out pairs as a tab-separated file (``gene_a``, ``gene_b``), atomically."""
+    from netinfer.io import atomic_write
+
+    with atomic_write(path) as handle:
+        table[HELD_OUT_COLUMNS].to_csv(handle, sep="\t", index=False)
+
+
+def read_held_out(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The held-out pairs written by :func:`write_held_out`.
+
+    Raises
+    ------
+    InputError
+        Not a table with ``gene_a`` and ``gene_b`` columns and at least one row.
+    """
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"{path}: cannot read the held-out edges ({error})") from None
+    missing = [c for c in HELD_OUT_COLUMNS if c not in table.columns]
+    if missing or table.empty:
+        raise InputError(
+            f"{path}: held-out edges need columns gene_a and gene_b and at least one row (made "
+            f"by gremln hold-out-edges); found columns {', '.join(table.columns) or 'none'} and "
+            f"{len(table)} row(s)"
+        )
+    blank = table[HELD_OUT_COLUMNS].isna().any(axis=1).to_numpy()
+    if blank.any():
+        raise InputError(f"{path}: row {int(np.flatnonzero(blank)[0]) + 2} has an empty gene")
+    return table[HELD_OUT_COLUMNS]
 
 
 GeneFeatures = Callable[[EdgeContext, np.ndarray], np.ndarray]
@@ -324,14 +511,14 @@ def gene_feature_sets(
     """For every model and the PCA baseline: a function from a context and its visible edges to
     features of the context's genes, and whether the link predictor must add the visible graph
     through graph attention (the model did not see it)."""
-    import pandas as pd
     from sklearn.decomposition import PCA
 
+    from gremln.data import GraphSource
     from gremln.embed import compute_embeddings
     from netinfer.pipeline import normalize, to_dense
-    from netinfer.store import GraphStore
 
     options = {"layer": layer, "progress": progress, **(embed_options or {})}
+    graphs = GraphSource(graphs_path)  # the visible graphs are held here: the store is read only
     column = {gene: i for i, gene in enumerate(adata.var_names.astype(str))}
 
     def model_features(model) -> GeneFeatures:
@@ -343,15 +530,11 @@ def gene_feature_sets(
             graph_mode = "none"
             if not ignores_graphs(model):
                 graph_mode = f"ppi:{VISIBLE_GRAPH}"
-                edges = pd.DataFrame(
-                    {"gene_a": context.genes[visible[:, 0]], "gene_b": context.genes[visible[:, 1]]}
+                graphs.add_graph(
+                    VISIBLE_GRAPH, context.genes[visible[:, 0]], context.genes[visible[:, 1]]
                 )
-                with GraphStore.open(graphs_path, mode="a") as store:
-                    store.add_graph(
-                        VISIBLE_GRAPH, edges, kind="ppi", directed=False, overwrite=True
-                    )
             embedded = compute_embeddings(
-                adata[context.rows], model, graphs_path, graph_mode=graph_mode, **options
+                adata[context.rows], model, graphs, graph_mode=graph_mode, **options
             )
             genes = np.nan_to_num(embedded.genes[[column[g] for g in context.genes]], nan=0.0)
             if ignores_graphs(model):
@@ -381,7 +564,6 @@ def edge_scores(
     features: dict[str, tuple[GeneFeatures, bool]],
     *,
     n_splits: int = 3,
-    hidden_fraction: float = 0.15,
     seed: int = 0,
     epochs: int = 200,
 ) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -402,10 +584,7 @@ def edge_scores(
     first: dict[str, tuple[list, list]] = {name: ([], []) for name in features}
     for split in range(n_splits):
         splits = [
-            split_edges(
-                c.pairs, len(c.genes), hidden_fraction=hidden_fraction, seed=seed, split=split
-            )
-            for c in contexts
+            split_edges(c.pairs, len(c.genes), c.held_out, seed=seed, split=split) for c in contexts
         ]
         for name, (featurize, graph_attention) in features.items():
             for context, pairs in zip(contexts, splits):
@@ -474,12 +653,12 @@ def evaluate_edges(
     graphs_path: str | os.PathLike[str],
     *,
     cell_type_key: str,
+    held_out: pd.DataFrame | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     vanilla=None,
     compare: dict | None = None,
     cell_types=None,
     min_edges: int = 10,
-    hidden_fraction: float = 0.15,
     layer: str | None = None,
     n_splits: int = 3,
     n_pcs: int = 50,
@@ -499,10 +678,13 @@ def evaluate_edges(
     model
         The GREmLN model (or a saved model's or a run directory's path).
     graphs_path
-        The graph store with the types' consensus networks (the visible graph is written there
-        while the evaluation runs, as ``VISIBLE_GRAPH``).
+        The graph store with the types' full consensus networks (only read).
     cell_type_key
         The label column: which cells' states make a type's gene embeddings.
+    held_out
+        The edges held out of pre-training (:func:`hold_out_edges`; a table or its file from
+        :func:`write_held_out`): the hidden edges. The models must have been pre-trained on
+        the store :func:`hold_out_edges` wrote, or the score is contaminated.
     out_dir
         Where the result and the figures go.
     vanilla
@@ -515,13 +697,11 @@ def evaluate_edges(
         every type with a network).
     min_edges
         Networks with fewer edges among the type's expressed genes are left out.
-    hidden_fraction
-        Edges hidden per split.
     layer
         Layer holding the counts.
     n_splits, n_pcs, epochs, seed
-        Edge splits, components of the PCA baseline, training steps of the link predictor,
-        seed of everything.
+        Splits (negatives and predictor weights), components of the PCA baseline, training
+        steps of the link predictor, seed of everything.
     embed_options
         Further keyword arguments of :func:`gremln.embed.compute_embeddings`.
     progress
@@ -531,14 +711,15 @@ def evaluate_edges(
     -------
     The result as written (see :mod:`gremln.evaluate`).
     """
-    from netinfer.store import GraphStore
-
+    if not isinstance(held_out, pd.DataFrame):
+        held_out = read_held_out(held_out)
     models = {name: as_model(m) for name, m in model_set(model, vanilla, compare).items()}
     vocabularies = [set(m.vocabulary.genes) for m in models.values()]
     contexts, skipped = edge_contexts(
         adata,
         graphs_path,
         cell_type_key,
+        held_out,
         known_genes=set.intersection(*vocabularies),
         cell_types=cell_types,
         min_edges=min_edges,
@@ -554,19 +735,9 @@ def evaluate_edges(
         embed_options=embed_options,
         progress=progress,
     )
-    try:
-        per_split, per_context, pooled = edge_scores(
-            contexts,
-            features,
-            n_splits=n_splits,
-            hidden_fraction=hidden_fraction,
-            seed=seed,
-            epochs=epochs,
-        )
-    finally:
-        with GraphStore.open(graphs_path, mode="a") as store:
-            if VISIBLE_GRAPH in store:
-                store.remove(VISIBLE_GRAPH)
+    per_split, per_context, pooled = edge_scores(
+        contexts, features, n_splits=n_splits, seed=seed, epochs=epochs
+    )
     scores = summarize(per_split)
     figures = [
         save_figure(figure, out_dir, name)
@@ -584,6 +755,7 @@ def evaluate_edges(
                     "cells": int(len(c.rows)),
                     "genes": int(len(c.genes)),
                     "edges": int(len(c.pairs)),
+                    "hidden": int(c.held_out.sum()),
                 }
                 for c in contexts
             ],
@@ -591,7 +763,7 @@ def evaluate_edges(
         },
         "params": {
             "cell_type_key": cell_type_key,
-            "hidden_fraction": hidden_fraction,
+            "held_out_pairs": int(len(held_out)),
             "min_edges": min_edges,
             "n_splits": n_splits,
             "n_pcs": n_pcs,
