@@ -22,7 +22,9 @@ counts -> QC and normalization -> Leiden clusters within each cell type -> ARACN
   cluster; edges with q <= ``fdr`` are kept with k, p, q and their mean MI. A type of one cluster
   keeps that cluster's network (and the report says so). With C clusters the smallest p-value is
   the product of the densities, so a few clusters of dense networks can leave nothing
-  significant.
+  significant: when BH cannot accept even the edges found in every cluster, the type's network
+  is ARACNe on the whole type (at most ``max_cells`` profiles, job ``whole``) instead, and the
+  report says so (``consensus_limit``, ``whole_type``).
 - **Defaults** (``RESAMPLES``, ``MAX_CELLS``, ``CLUSTER_CELLS``) were chosen on SERGIO
   simulations (``bench/celltype_defaults.py``; docs/defaults.md says how): a cluster network of
   a few hundred cells with 20 resamples keeps a third to a half of the edges that 100 keep, and
@@ -64,6 +66,8 @@ CLUSTER_KEY = "netinfer_cluster"
 RESAMPLES = 100
 MAX_CELLS = 1000
 CLUSTER_CELLS = 1000
+# the job name of a whole cell type, run when the consensus of its clusters cannot accept any edge
+WHOLE_TYPE = "whole"
 
 
 class EmptyResultError(InputError):
@@ -594,9 +598,28 @@ def celltype_networks(
     if client is not None:
         options.setdefault("threads", 1)  # one job per worker thread
 
-    jobs, too_small, detected = [], {}, {}
+    jobs, too_small, detected, members_of = [], {}, {}, {}
+
+    def cluster_job(cell_type: str, cluster: str, idx: np.ndarray, info: dict) -> ClusterJob:
+        """The ARACNe job of cells ``idx`` (at most ``max_cells`` of them, a seeded sample)."""
+        stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
+        rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+        rows = np.arange(idx.size)
+        if idx.size > max_cells:
+            rows = np.sort(rng.choice(idx.size, size=max_cells, replace=False))
+        if metacells:  # pool with neighbours from the whole cluster, not only the sample
+            coords = pca_coordinates(profiles[idx], seed=seed)
+            X = to_dense(normalize(pool_metacells(cells.X[idx], coords, rows, metacells)))
+        else:
+            X = to_dense(profiles[idx[rows]])
+        info["profiles"] = int(rows.size)
+        informative = np.ptp(X, axis=0) > 0  # the genes ARACNe keeps and tests
+        info["detected_genes"] = int(informative.sum())
+        detected[(cell_type, cluster)] = genes[informative]
+        return ClusterJob(cell_type, cluster, X, genes, tuple(present), options)
+
     for cell_type in sorted(set(types)):
-        members = np.flatnonzero(types == cell_type)
+        members = members_of[cell_type] = np.flatnonzero(types == cell_type)
         entry = report["cell_types"][cell_type] = {"cells": int(members.size), "clusters": {}}
         if members.size < min_cells:
             entry["skipped"] = f"{members.size} cells, fewer than min_cells={min_cells}"
@@ -609,23 +632,8 @@ def celltype_networks(
             seed=seed,
         )
         for cluster in sorted(map(str, set(labels)), key=lambda c: (len(c), c)):
-            idx = members[labels == cluster]
-            info = entry["clusters"][cluster] = {"cells": int(idx.size)}
-            stream = zlib.crc32(f"{cell_type}\t{cluster}".encode())
-            rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
-            rows = np.arange(idx.size)
-            if idx.size > max_cells:
-                rows = np.sort(rng.choice(idx.size, size=max_cells, replace=False))
-            if metacells:  # pool with neighbours from the whole cluster, not only the sample
-                coords = pca_coordinates(profiles[idx], seed=seed)
-                X = to_dense(normalize(pool_metacells(cells.X[idx], coords, rows, metacells)))
-            else:
-                X = to_dense(profiles[idx[rows]])
-            info["profiles"] = int(rows.size)
-            informative = np.ptp(X, axis=0) > 0  # the genes ARACNe keeps and tests
-            info["detected_genes"] = int(informative.sum())
-            detected[(cell_type, cluster)] = genes[informative]
-            jobs.append(ClusterJob(cell_type, cluster, X, genes, tuple(present), options))
+            info = entry["clusters"][cluster] = {"cells": int((labels == cluster).sum())}
+            jobs.append(cluster_job(cell_type, cluster, members[labels == cluster], info))
     if too_small:
         report["too_small"] = too_small
         warnings.warn(
@@ -636,39 +644,65 @@ def celltype_networks(
         )
 
     cluster_networks = _run_jobs(jobs, client=client, work_dir=work_dir, progress=progress)
-    networks = {}
     runs_per_cluster = max(1, options["resamples"])
-    for job in jobs:
-        edges, seen, status = cluster_networks[(job.cell_type, job.cluster)]
-        info = report["cell_types"][job.cell_type]["clusters"][job.cluster]
-        info["edges"] = int(len(edges))
-        info["edges_per_resample"] = round(float(seen["count"].sum()) / runs_per_cluster, 1)
-        info["status"] = status
-    for cell_type, entry in report["cell_types"].items():
-        if "skipped" in entry:
-            continue
-        keys = [(cell_type, c) for c in entry["clusters"]]
-        outputs = [cluster_networks[key] for key in keys]
-        nets = [output[0] for output in outputs]
+
+    def record(job_list, infos) -> None:
+        for job in job_list:
+            edges, seen, status = cluster_networks[(job.cell_type, job.cluster)]
+            info = infos(job)
+            info["edges"] = int(len(edges))
+            info["edges_per_resample"] = round(float(seen["count"].sum()) / runs_per_cluster, 1)
+            info["status"] = status
+
+    def type_network(keys):
+        """The network of one type from its cluster networks, and the pairs they tested."""
+        nets = [cluster_networks[key][0] for key in keys]
         if len(nets) == 1:
             network = nets[0][["regulator", "target", "mi"]].assign(
                 count=1, tested=1, pvalue=nets[0]["pvalue"], qvalue=np.nan
             )
-            n_tested = tested_pairs([detected[keys[0]]], present)[3]
+            return network, tested_pairs([detected[keys[0]]], present)[3]
+        network = consensus(nets, [detected[key] for key in keys], present, fdr=fdr)
+        return network, network.attrs["tested_pairs"]
+
+    record(jobs, lambda job: report["cell_types"][job.cell_type]["clusters"][job.cluster])
+    keys_of, networks, whole_jobs = {}, {}, []
+    for cell_type, entry in report["cell_types"].items():
+        if "skipped" in entry:
+            continue
+        keys = keys_of[cell_type] = [(cell_type, c) for c in entry["clusters"]]
+        network, n_tested = networks[cell_type] = type_network(keys)
+        if len(keys) == 1:
             entry["note"] = "one cluster: its ARACNe network is the type's network"
-        else:
-            network = consensus(nets, [detected[key] for key in keys], present, fdr=fdr)
-            n_tested = network.attrs["tested_pairs"]
-            # every p-value is >= the floor, so BH rejects only at ranks >= floor * pairs / fdr
-            needed = int(np.ceil(network.attrs["floor"] * n_tested / fdr))
-            if needed > network.attrs["in_every_cluster"]:
-                entry["consensus_limit"] = (
-                    f"with {len(nets)} clusters an edge found in all of them has p = "
-                    f"{network.attrs['floor']:.2g}, and BH at {fdr} over {n_tested} pairs accepts "
-                    f"edges only when at least {needed} have p-values about that small; "
-                    f"{network.attrs['in_every_cluster']} were found in every cluster. A larger "
-                    "cluster_cells (--cluster-cells) keeps the type in one cluster"
-                )
+            continue
+        # every p-value is >= the floor, so BH rejects only at ranks >= floor * pairs / fdr
+        needed = int(np.ceil(network.attrs["floor"] * n_tested / fdr))
+        if needed > network.attrs["in_every_cluster"]:
+            # the consensus cannot accept any edge, whatever the data: the type's network is
+            # ARACNe on the whole type instead (its own resampling test), not an empty one
+            entry["consensus_limit"] = (
+                f"with {len(keys)} clusters an edge found in all of them has p = "
+                f"{network.attrs['floor']:.2g}, and BH at {fdr} over {n_tested} pairs accepts "
+                f"edges only when at least {needed} have p-values about that small; "
+                f"{network.attrs['in_every_cluster']} were found in every cluster"
+            )
+            entry["note"] = (
+                "the consensus of its clusters cannot reach significance (consensus_limit): "
+                "the type's network is ARACNe on the whole type"
+            )
+            whole = entry["whole_type"] = {"cells": entry["cells"]}
+            whole_jobs.append(cluster_job(cell_type, WHOLE_TYPE, members_of[cell_type], whole))
+    if whole_jobs:
+        cluster_networks.update(
+            _run_jobs(whole_jobs, client=client, work_dir=work_dir, progress=progress)
+        )
+        record(whole_jobs, lambda job: report["cell_types"][job.cell_type]["whole_type"])
+        for job in whole_jobs:
+            keys_of[job.cell_type] = [(job.cell_type, WHOLE_TYPE)]
+            networks[job.cell_type] = type_network(keys_of[job.cell_type])
+    for cell_type, (network, n_tested) in list(networks.items()):
+        entry = report["cell_types"][cell_type]
+        outputs = [cluster_networks[key] for key in keys_of[cell_type]]
         exclusion, mixture = exclusion_probabilities(
             network,
             [output[1] for output in outputs],
@@ -687,7 +721,7 @@ def celltype_networks(
         if len(network) < len(present):  # fewer edges than regulators: say why
             entry["few_edges"] = _why_few_edges(entry, len(network))
             if "consensus_limit" in entry:
-                entry["few_edges"] += f"; {entry['consensus_limit']}"
+                entry["few_edges"] += f"; {entry['consensus_limit']}, so {entry['note']}"
     few = {t: e["few_edges"] for t, e in report["cell_types"].items() if "few_edges" in e}
     if few:
         warnings.warn(
@@ -829,6 +863,9 @@ def format_report(report: dict) -> str:
             + (" (resumed)" if info["status"] == "resumed" else "")
             for cluster, info in entry["clusters"].items()
         ]
+        if "whole_type" in entry:
+            whole = entry["whole_type"]
+            parts.append(f"whole type: {whole['profiles']} profiles, {whole['edges']} edges")
         note = f"; {entry['note']}" if "note" in entry else ""
         few = f"\n  few edges: {entry['few_edges']}" if "few_edges" in entry else ""
         lines.append(

@@ -167,6 +167,31 @@ def test_pipeline_recovers_planted_network_and_stores_it(tmp_path):
     assert result.report["qc"]["kept"] == adata.n_obs
 
 
+def test_a_consensus_that_cannot_accept_any_edge_gives_the_whole_type_network():
+    # at this FDR no consensus of 2-3 clusters can reach significance, whatever the data: each
+    # type's network is then ARACNe on all its cells, never an empty network by construction
+    adata, regulators, truth = _typed_counts()
+    result = celltype_networks(
+        adata, regulators, cell_type_key="cell_type", **{**FAST, "fdr": 1e-9}
+    )
+    whole_types = []
+    for cell_type, edges in result.networks.items():
+        entry = result.report["cell_types"][cell_type]
+        if len(entry["clusters"]) == 1:  # no consensus to fall back from
+            assert "whole_type" not in entry and len(edges) == entry["clusters"]["0"]["edges"]
+            continue
+        whole_types.append(cell_type)
+        assert "consensus_limit" in entry, cell_type
+        assert entry["whole_type"]["profiles"] == 240 == entry["cells"]
+        assert entry["consensus_edges"] == entry["whole_type"]["edges"] == len(edges) >= 10
+        found = set(zip(edges["regulator"], edges["target"]))
+        hits = {e for e in found if e in truth or e[::-1] in truth}
+        assert len(hits) >= 0.9 * len(found), cell_type
+        assert (cell_type, "whole") in result.clusters
+    assert whole_types  # a type of several clusters was tested
+    assert "whole type" in pipeline.format_report(result.report)
+
+
 def test_pipeline_with_the_gcmi_estimator(tmp_path):
     adata, regulators, truth = _typed_counts()
     with pytest.raises(ValueError, match="estimator must be one of"):
@@ -339,8 +364,7 @@ def test_cli_a_run_without_any_edge_fails_unless_allowed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no cell type network has an edge" in err and "--allow-empty" in err
     assert "noise: 0 edges from 120 cells" in err  # the reason: cells, genes, signal
-    with GraphStore.open(store) as reader:
-        assert len(reader.list()) == 0  # nothing stored
+    assert not store.exists()  # the store made for the failed run is removed: nothing stored
     code, store = _cli_run(tmp_path, adata, genes[:5], "--min-cells", "50", "--allow-empty")
     assert code == 0
     with GraphStore.open(store) as reader:
