@@ -175,7 +175,9 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
 
     Each position's bin is predicted from its gene's bins at the *other* positions, shrunk
     toward the bins of all other positions with ``n_bins`` pseudo-positions (leave-one-out):
-    ``p = (n_gb - 1 + n_bins u_b) / (n_g - 1 + n_bins)`` with ``u_b = (N_b - 1) / (N - 1)``.
+    ``p = (n_gb - 1 + n_bins u_b) / (n_g - 1 + n_bins)`` with ``u_b = N_b / (N - 1 + n_bins)``,
+    the other positions' bin frequencies with one pseudo-count per bin (so a bin seen at only
+    this position still has a finite loss).
     A gene seen once is predicted by the unigram frequencies; a gene seen often by its own.
     Unlike the plug-in entropy of the same counts, far too low when genes have few masked
     positions, this is a loss such a model reaches on unseen positions.
@@ -198,8 +200,7 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
     _, gene_of_pair = np.unique(pairs[0], return_inverse=True)
     gene_counts = np.bincount(gene_of_pair, weights=pair_counts)  # positions per gene
     bin_counts = np.bincount(bins, minlength=n_bins)[pairs[1]]  # positions per bin
-    others = max(genes.size - 1, 1)
-    unigram = np.where(genes.size > 1, (bin_counts - 1) / others, 1.0 / n_bins)
+    unigram = bin_counts / (genes.size - 1 + n_bins)  # (N_b - 1 + 1) / (N - 1 + n_bins)
     held_out = (pair_counts - 1 + n_bins * unigram) / (gene_counts[gene_of_pair] - 1 + n_bins)
     return float(-(pair_counts * np.log(held_out)).sum() / genes.size)
 

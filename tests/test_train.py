@@ -114,13 +114,16 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
 def test_gene_entropy_against_a_hand_count():
     # 3 bins; 7 positions: gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position
     # is predicted from its gene's other positions plus 3 pseudo-positions spread like the other
-    # positions' bins (bin 0: 2 of 7, bin 1: 3, bin 2: 2; leave-one-out: (N_b - 1) / 6):
-    # gene 7, bin 1: (1 + 3 * 2/6) / (3 + 3) = 2/6; bin 2: (1 + 3 * 1/6) / 6 = 1.5/6
-    # gene 9, bin 0: (1 + 3 * 1/6) / (1 + 3) = 1.5/4; gene 4, bin 1: (0 + 3 * 2/6) / 3 = 1/3
+    # positions' bins with one pseudo-count per bin (bin 0: 2 of 7, bin 1: 3, bin 2: 2;
+    # leave-one-out: (N_b - 1 + 1) / (6 + 3) = N_b / 9):
+    # gene 7, bin 1: (1 + 3 * 3/9) / (3 + 3) = 2/6; bin 2: (1 + 3 * 2/9) / 6 = (5/3)/6
+    # gene 9, bin 0: (1 + 3 * 2/9) / (1 + 3) = (5/3)/4; gene 4, bin 1: (0 + 3 * 3/9) / 3 = 1/3
     genes = np.array([7, 9, 7, 4, 7, 9, 7])
     bins = np.array([1, 0, 2, 1, 1, 0, 2])
-    logs = 2 * math.log(2 / 6) + 2 * math.log(1.5 / 6) + 2 * math.log(1.5 / 4) + math.log(1 / 3)
+    logs = 2 * math.log(2 / 6) + 2 * math.log(5 / 18) + 2 * math.log(5 / 12) + math.log(1 / 3)
     assert gene_entropy(genes, bins, 3) == pytest.approx(-logs / 7, abs=1e-15)
+    # a bin seen at one position only: (0 + 3 * 1/4) / (0 + 3) = 1/4 each, finite
+    assert gene_entropy(np.array([1, 2]), np.array([0, 1]), 3) == pytest.approx(math.log(4))
     # many positions: the plug-in entropy of the gene's bins (here one gene, 3:1 over 2 bins)
     many = np.array([0, 0, 0, 1] * 2500)
     plug_in = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
