@@ -524,6 +524,19 @@ def _write_table(edges: pd.DataFrame, path: str | os.PathLike[str], header: dict
         )
 
 
+def matrix_of(adata, layer: str | None, where: str, *, flag: str = ""):
+    """The matrix ``adata.layers[layer]`` (``X`` for None) and its name for messages; a missing
+    X or layer is an ``InputError`` naming ``where`` (and ``flag``, the option that chose it)."""
+    if layer is None:
+        if adata.X is None:
+            raise InputError(f"{where}: empty matrix (the AnnData object has no X)")
+        return adata.X, "X"
+    if layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers)) or "none"
+        raise InputError(f"{where}: no layer {layer!r}{flag}; available layers: {available}")
+    return adata.layers[layer], f"layer {layer!r}"
+
+
 def _read_h5ad(source: str, *, layer: str | None, min_samples: int) -> Expression:
     # Imported here: anndata is slow to import and only needed for .h5ad input.
     import anndata
@@ -540,15 +553,7 @@ def _read_h5ad(source: str, *, layer: str | None, min_samples: int) -> Expressio
             f"{source}: not a readable .h5ad file; expected an AnnData file written by anndata "
             f"or scanpy (adata.write_h5ad). The reader said: {exc}"
         ) from None
-    if layer is None:
-        X, what = adata.X, "X"
-        if X is None:
-            raise InputError(f"{source}: empty matrix (the AnnData object has no X)")
-    elif layer in adata.layers:
-        X, what = adata.layers[layer], f"layer {layer!r}"
-    else:
-        available = ", ".join(map(repr, adata.layers)) or "none"
-        raise InputError(f"{source}: no layer {layer!r}; available layers: {available}")
+    X, what = matrix_of(adata, layer, source)
     expr = validate_expression(
         X, adata.var_names, samples=adata.obs_names, source=source, min_samples=min_samples
     )

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from netinfer.io import _MISSING_TOKENS, InputError
+from netinfer.io import _MISSING_TOKENS, InputError, matrix_of
 
 __all__ = [
     "check_edges",
@@ -334,15 +334,7 @@ def validate_counts(
     -------
     The matrix checked, and which cells have a label (all ``True`` without ``cell_type_key``).
     """
-    if layer is None:
-        X, what = adata.X, "X"
-        if X is None:
-            raise InputError(f"{where}: the AnnData object has no X; give a matrix of counts")
-    elif layer in adata.layers:
-        X, what = adata.layers[layer], f"layer {layer!r}"
-    else:
-        listed = ", ".join(map(str, adata.layers)) or "none"
-        raise InputError(f"{where}: no layer {layer!r} (--layer); layers here: {listed}")
+    X, what = matrix_of(adata, layer, where, flag=" (--layer)")
     require_ids(adata, where, what=what)
     labelled = (
         np.ones(adata.n_obs, dtype=bool)
