@@ -16,7 +16,7 @@ import warnings
 
 from rich.console import Console
 
-from cli.options import add_qc_arguments, qc_options
+from cli.options import add_qc_arguments, input_errors, qc_options
 from netinfer.sc.validate import read_h5ad, require_obs_column
 
 
@@ -687,8 +687,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("embed", "evaluate", "finetune", "hold-out-edges"):
         return _embed_or_evaluate(args, console)
     from gremln.cellstore import prepare
-    from netinfer.io import InputError
-    from netinfer.store import StoreError
 
     try:
         with warnings.catch_warnings():
@@ -709,16 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-    except (
-        InputError,
-        StoreError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        NotADirectoryError,
-        PermissionError,
-        ValueError,
-    ) as error:
+    except input_errors() as error:
         message = str(error).replace("pass append", "pass append (--append)")
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.options import add_qc_arguments, qc_options
+from cli.options import add_qc_arguments, input_errors, qc_options
 from netinfer.sc.validate import read_h5ad, require_output_path, validate_counts
 
 ESTIMATOR_NAMES = {
@@ -977,8 +977,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``netinfer`` console script."""
     args = _parser().parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
-    from netinfer.io import InputError
-    from netinfer.store import StoreError
 
     started = time.perf_counter()
     try:
@@ -1006,16 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 h5ad, tfs = write_example(args.directory)
                 console.print(f"wrote {h5ad} and {tfs} in {time.perf_counter() - started:.1f} s")
-    except (
-        InputError,
-        StoreError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        NotADirectoryError,
-        PermissionError,
-        ValueError,
-    ) as error:
+    except input_errors() as error:
         message = escape(_name_files(str(error), args))  # shown as written, e.g. pip extras [x]
         console.print(f"[red]error:[/red] {message}", highlight=False)
         return 2

@@ -5,6 +5,24 @@ from __future__ import annotations
 import argparse
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """The errors a command reports as one ``error:`` line with exit code 2 (bad input, paths,
+    stores), imported only when an error is being matched, so start-up stays light."""
+    from netinfer.io import InputError
+    from netinfer.store import StoreError
+
+    return (
+        InputError,
+        StoreError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+    )
+
+
 def add_qc_arguments(parser: argparse.ArgumentParser) -> None:
     """Cell QC flags, named as scanpy's ``filter_cells``, with GREmLN's defaults."""
     parser.add_argument("--min-counts", type=int, default=1000, help="(default: 1000)")
