@@ -120,6 +120,31 @@ class CellStore:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def gene_bin_counts(
+        self, split: str, *, max_tokens: int = 20_000_000, seed: int = 0
+    ) -> np.ndarray:
+        """Tokens per gene and bin (vocabulary x bins) over the cells of ``split``: all of them
+        while the store holds at most ``max_tokens`` tokens, else cells drawn at random (seeded)
+        until about ``max_tokens // 20`` tokens are read."""
+        n_bins = self.vocabulary.n_bins
+        in_split = self.obs["split"].to_numpy() == split
+        if self.offsets[-1] <= max_tokens:
+            gene_ids = self._group["tokens/gene_ids"][:]
+            bins = self._group["tokens/bins"][:]
+            keep = np.repeat(in_split, np.diff(self.offsets))
+            gene_ids, bins = gene_ids[keep], bins[keep]
+        else:
+            rng = np.random.default_rng(seed)
+            rows = rng.permutation(np.flatnonzero(in_split))
+            lengths = np.cumsum(np.diff(self.offsets)[rows])
+            rows = np.sort(rows[: np.searchsorted(lengths, max_tokens // 20) + 1])
+            pairs = [self.cell(int(i)) for i in rows]
+            gene_ids = np.concatenate([np.empty(0, np.int32)] + [g for g, _ in pairs])
+            bins = np.concatenate([np.empty(0, np.int16)] + [b for _, b in pairs])
+        flat = gene_ids.astype(np.int64) * n_bins + bins
+        counts = np.bincount(flat, minlength=len(self.vocabulary) * n_bins)
+        return counts.reshape(len(self.vocabulary), n_bins).astype(np.float64)
+
     def cell(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Gene token ids and bins of cell i."""
         span = slice(int(self.offsets[i]), int(self.offsets[i + 1]))

@@ -169,25 +169,23 @@ class _Context:
         return tensor.cpu().tolist()
 
 
-def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
-    """Loss of a model that knows each masked gene but not the cell: H(bin | gene), estimated
-    out of sample.
+def gene_entropy(genes: np.ndarray, bins: np.ndarray, reference: np.ndarray) -> float:
+    """Loss of a model that knows each masked gene but not the cell: the cross-entropy of the
+    masked positions' bins under each gene's bin distribution in the training cells.
 
-    Each position's bin is predicted from its gene's bins at the *other* positions, shrunk
-    toward the bins of all other positions with ``n_bins`` pseudo-positions (leave-one-out):
-    ``p = (n_gb - 1 + n_bins u_b) / (n_g - 1 + n_bins)`` with ``u_b = N_b / (N - 1 + n_bins)``,
-    the other positions' bin frequencies with one pseudo-count per bin (so a bin seen at only
-    this position still has a finite loss).
-    A gene seen once is predicted by the unigram frequencies; a gene seen often by its own.
-    Unlike the plug-in entropy of the same counts, far too low when genes have few masked
-    positions, this is a loss such a model reaches on unseen positions.
+    ``reference[g, b]`` counts gene g's tokens in bin b over the training cells
+    (:meth:`gremln.cellstore.CellStore.gene_bin_counts`). A gene's distribution is shrunk toward
+    the training unigram with ``n_bins`` pseudo-tokens: ``p(b | g) = (C_gb + n_bins u_b) /
+    (C_g + n_bins)``, ``u_b = (C_b + 1) / (C + n_bins)`` (one pseudo-count per bin), so a gene
+    absent from the training cells is predicted by the unigram and every bin has a finite loss.
+    Fitted on other cells than those it scores, it is a loss such a model reaches.
 
     Parameters
     ----------
     genes, bins
         Gene token id and target bin of every masked position.
-    n_bins
-        Number of bins (the decoder's classes).
+    reference
+        Training token counts, vocabulary x bins.
 
     Returns
     -------
@@ -196,21 +194,21 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
     """
     if genes.size == 0:
         return 0.0
-    pairs, pair_counts = np.unique(np.stack([genes, bins]), axis=1, return_counts=True)
-    _, gene_of_pair = np.unique(pairs[0], return_inverse=True)
-    gene_counts = np.bincount(gene_of_pair, weights=pair_counts)  # positions per gene
-    bin_counts = np.bincount(bins, minlength=n_bins)[pairs[1]]  # positions per bin
-    unigram = bin_counts / (genes.size - 1 + n_bins)  # (N_b - 1 + 1) / (N - 1 + n_bins)
-    held_out = (pair_counts - 1 + n_bins * unigram) / (gene_counts[gene_of_pair] - 1 + n_bins)
-    return float(-(pair_counts * np.log(held_out)).sum() / genes.size)
+    n_bins = reference.shape[1]
+    per_bin = reference.sum(axis=0)
+    unigram = (per_bin + 1.0) / (per_bin.sum() + n_bins)
+    per_gene = reference.sum(axis=1)
+    probability = (reference[genes, bins] + n_bins * unigram[bins]) / (per_gene[genes] + n_bins)
+    return float(-np.log(probability).mean())
 
 
 class _Stats:
     """Running sums of loss, masked counts, target bins (with their genes) and the diffusion's
     query change, summed over ranks on ``result``."""
 
-    def __init__(self, n_bins: int):
-        self.n_bins = n_bins
+    def __init__(self, reference: np.ndarray):
+        self.reference = reference  # training token counts, vocabulary x bins (gene_entropy)
+        self.n_bins = reference.shape[1]
         self.reset()
 
     def reset(self):
@@ -254,7 +252,7 @@ class _Stats:
             "masked_acc": correct / max(masked, 1.0),
             "cells_per_s": cells / elapsed if elapsed > 0 else float("nan"),
             "unigram_entropy": entropy,
-            "gene_entropy": gene_entropy(pairs[0], pairs[1], self.n_bins),
+            "gene_entropy": gene_entropy(pairs[0], pairs[1], self.reference),
             "query_change": change / change_batches if change_batches else None,
             "cells": cells,
         }
@@ -336,7 +334,8 @@ def train(config: TrainConfig, *, resume: bool = False, until_step: int | None =
     metrics = _MetricsFile(out / "metrics.csv", context.main, resume_step=step if resume else 0)
     writer = _tensorboard(out, context.main and config.tensorboard)
     data = _TrainStream(config, layout, context, *positions[context.rank])
-    stats = _Stats(vocabulary.n_bins)
+    reference = cells.gene_bin_counts("train", seed=config.seed)
+    stats = _Stats(reference)
     last = min(config.max_steps, until_step or config.max_steps)
     summary = {
         "chebyshev_order": model.config.chebyshev_order,
@@ -382,7 +381,7 @@ def train(config: TrainConfig, *, resume: bool = False, until_step: int | None =
                 stats.reset()
             if step % config.eval_every == 0 or step == last:
                 for split in ("val_seen", "val_unseen"):
-                    row = evaluate(network, config, split, layout, context)
+                    row = evaluate(network, config, split, layout, context, reference)
                     if row is not None:
                         row["lr"] = optimizer.param_groups[0]["lr"]
                         summary[split] = metrics.write(step, split, row, writer)
@@ -447,9 +446,12 @@ class _TrainStream:
 
 
 @torch.no_grad()
-def evaluate(network, config: TrainConfig, split: str, layout: str, context: _Context):
+def evaluate(
+    network, config: TrainConfig, split: str, layout: str, context: _Context, reference: np.ndarray
+):
     """Masked-rank loss and accuracy on (at most ``eval_cells`` of) a validation split, with fixed
-    masks (epoch 0); ``None`` when the split is empty."""
+    masks (epoch 0), beside the entropies (``reference``: :func:`gene_entropy`'s); ``None``
+    when the split is empty."""
     dataset = CellDataset(
         config.cells,
         config.graphs,
@@ -465,7 +467,7 @@ def evaluate(network, config: TrainConfig, split: str, layout: str, context: _Co
     if len(dataset.indices) == 0:
         return None
     network.eval()
-    stats = _Stats(dataset.n_bins)
+    stats = _Stats(reference)
     limit = max(1, config.eval_cells // context.world_size)
     for batch in dataset:
         with context.autocast:

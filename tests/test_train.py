@@ -112,23 +112,43 @@ def test_pretraining_beats_the_unigram_entropy_on_held_out_cells(stores, tmp_pat
 
 
 def test_gene_entropy_against_a_hand_count():
-    # 3 bins; 7 positions: gene 7 in bins 1, 1, 2, 2; gene 9 in 0, 0; gene 4 in 1. Each position
-    # is predicted from its gene's other positions plus 3 pseudo-positions spread like the other
-    # positions' bins with one pseudo-count per bin (bin 0: 2 of 7, bin 1: 3, bin 2: 2;
-    # leave-one-out: (N_b - 1 + 1) / (6 + 3) = N_b / 9):
-    # gene 7, bin 1: (1 + 3 * 3/9) / (3 + 3) = 2/6; bin 2: (1 + 3 * 2/9) / 6 = (5/3)/6
-    # gene 9, bin 0: (1 + 3 * 2/9) / (1 + 3) = (5/3)/4; gene 4, bin 1: (0 + 3 * 3/9) / 3 = 1/3
-    genes = np.array([7, 9, 7, 4, 7, 9, 7])
-    bins = np.array([1, 0, 2, 1, 1, 0, 2])
-    logs = 2 * math.log(2 / 6) + 2 * math.log(5 / 18) + 2 * math.log(5 / 12) + math.log(1 / 3)
-    assert gene_entropy(genes, bins, 3) == pytest.approx(-logs / 7, abs=1e-15)
-    # a bin seen at one position only: (0 + 3 * 1/4) / (0 + 3) = 1/4 each, finite
-    assert gene_entropy(np.array([1, 2]), np.array([0, 1]), 3) == pytest.approx(math.log(4))
-    # many positions: the plug-in entropy of the gene's bins (here one gene, 3:1 over 2 bins)
-    many = np.array([0, 0, 0, 1] * 2500)
+    # 3 bins; training tokens: gene 7 in bins (0, 3, 1), gene 9 in (2, 0, 0), no other gene.
+    # Training unigram with one pseudo-count per bin: (2+1, 3+1, 1+1) / (6 + 3) = (3, 4, 2) / 9.
+    # p(b | g) = (C_gb + 3 u_b) / (C_g + 3):
+    # gene 7, bin 1: (3 + 4/3) / 7 = 13/21; bin 2: (1 + 2/3) / 7 = 5/21
+    # gene 9, bin 0: (2 + 1) / 5 = 3/5; gene 4 (never in training), bin 1: the unigram, 4/9
+    reference = np.zeros((10, 3))
+    reference[7] = [0, 3, 1]
+    reference[9] = [2, 0, 0]
+    genes, bins = np.array([7, 7, 9, 4]), np.array([1, 2, 0, 1])
+    logs = math.log(13 / 21) + math.log(5 / 21) + math.log(3 / 5) + math.log(4 / 9)
+    assert gene_entropy(genes, bins, reference) == pytest.approx(-logs / 4, abs=1e-15)
+    # many training tokens: the gene's own distribution (3:1 over 2 bins), scored on the same mix
+    many = np.zeros((6, 2))
+    many[5] = [7500, 2500]
+    targets = np.array([0, 0, 0, 1] * 250)
     plug_in = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    assert gene_entropy(np.full(many.size, 5), many, 2) == pytest.approx(plug_in, abs=1e-3)
-    assert gene_entropy(np.empty(0, int), np.empty(0, int), 3) == 0.0
+    assert gene_entropy(np.full(targets.size, 5), targets, many) == pytest.approx(plug_in, abs=1e-3)
+    assert gene_entropy(np.empty(0, int), np.empty(0, int), reference) == 0.0
+
+
+def test_gene_bin_counts_count_the_split_tokens_of_all_or_of_sampled_cells(stores):
+    cells = CellStore.open(stores[0])
+    n_bins = cells.vocabulary.n_bins
+    expected = np.zeros((len(cells.vocabulary), n_bins))
+    train_rows = np.flatnonzero(cells.obs["split"].to_numpy() == "train")
+    for i in train_rows:
+        genes, bins = cells.cell(int(i))
+        np.add.at(expected, (genes, bins), 1)
+    np.testing.assert_array_equal(cells.gene_bin_counts("train"), expected)
+    # a token budget below the store's size: whole cells, drawn from the split, reproducibly
+    budget = int(cells.offsets[-1]) // 2
+    sampled = cells.gene_bin_counts("train", max_tokens=budget, seed=3)
+    assert 0 < sampled.sum() < expected.sum()
+    assert (sampled <= expected).all()
+    np.testing.assert_array_equal(
+        sampled, cells.gene_bin_counts("train", max_tokens=budget, seed=3)
+    )
 
 
 def test_resume_continues_exactly(stores, tmp_path):
