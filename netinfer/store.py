@@ -600,6 +600,10 @@ class GraphStore:
             raise StoreError(f"{self.url}: opened read-only; open with mode='a' to change it")
 
     # ----------------------------------------------------------------- graphs
+    def assignment_names(self) -> list[str]:
+        """The names of the store's per-cell graph assignments, sorted."""
+        return sorted(self._root.get("assignments", {}))
+
     def list(self) -> pd.DataFrame:
         """One row per graph: name, kind, directed, cell_type, edges, genes, created."""
         rows = []

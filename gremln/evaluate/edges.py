@@ -405,7 +405,7 @@ def hold_out_edges(
             copy.add_genes(genes, source.ensembl)
             for name in listing["name"]:
                 _copy_graph(source, copy, name, held)
-            for name in sorted(source._root.get("assignments", {})):  # no public listing
+            for name in source.assignment_names():
                 _copy_assignment(source.get_assignment(name), copy, name, held)
     if os.path.exists(target):
         shutil.rmtree(target)
