@@ -71,14 +71,15 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 #: condition -> (graph, graph integration, model overrides); the graph names the graph store's
-#: graph every cell gets ("celltype": each cell's type network)
+#: graph every cell gets ("celltype": each cell's type network; None: no graph is read, and the
+#: run takes the cells of :func:`cells_of`)
 CONDITIONS = {
     "true": ("truth", "diffusion", {}),
     "shuffle": ("shuffle", "diffusion", {}),
     "inferred": ("celltype", "diffusion", {}),
     "collectri": ("collectri", "diffusion", {}),
     "collectri shuffle": ("collectri_shuffle", "diffusion", {}),
-    "vanilla": ("truth", "none", {}),
+    "vanilla": (None, "none", {}),
     "adapter true": ("truth", "adapter", {}),
     "adapter shuffle": ("shuffle", "adapter", {}),
     "both true": ("truth", "both", {}),
@@ -372,11 +373,20 @@ def build_inputs(
     return inputs
 
 
+def cells_of(graph: str | None, inputs: dict) -> str:
+    """The cell store a condition trains on: its graph's, or for a condition that reads no
+    graph the truth's (any other has the same cells, tokens and splits)."""
+    if graph is not None:
+        return graph
+    return "truth" if "truth" in inputs["cells"] else min(inputs["cells"])
+
+
 def train_condition(name: str, inputs: dict, out: Path, *, size: dict, seed: int, beta: float):
     """Train one condition at one seed (kept if ``out`` already holds its finished model)."""
     from gremln.train import GRAPH_INTEGRATIONS, TrainConfig, train
 
     graph, integration, overrides = CONDITIONS[name]
+    graph = cells_of(graph, inputs)
     if (out / "model" / "config.json").exists():
         return
     attention, adapter = GRAPH_INTEGRATIONS[integration]
@@ -470,7 +480,9 @@ def evaluate_condition(name: str, run: Path, inputs: dict, tasks: Tasks, *, max_
     from gremln.evaluate.perturbation import evaluate_perturbation
 
     graph = CONDITIONS[name][0]
-    if graph == "celltype":
+    if graph is None:
+        graphs = dict(graph_mode="none")
+    elif graph == "celltype":
         graphs = dict(graph_mode="integrated", reference=tasks.reference, cell_type_key="cell_type")
     else:
         graphs = dict(graph_mode=f"ppi:{graph}")
@@ -793,7 +805,8 @@ def run_experiment(
     text. With ``jobs`` > 1 the runs go to that many worker processes of one thread each
     (every run is seeded, so the table does not depend on it beyond float rounding)."""
     work.mkdir(parents=True, exist_ok=True)
-    graph_names = {CONDITIONS[name][0] for name in [*conditions, *inputs_for]}
+    graph_names = {CONDITIONS[name][0] for name in [*conditions, *inputs_for]} - {None}
+    graph_names = graph_names or {"truth" if truth is not None else "collectri"}
     begun = time.perf_counter()
     inputs = build_inputs(adata, truth, work, graph_names, network_settings=network_settings)
     tasks = downstream_tasks(adata, kept_out, knockouts, inputs) if evaluate else None
