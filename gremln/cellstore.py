@@ -121,26 +121,36 @@ class CellStore:
         return len(self.offsets) - 1
 
     def gene_bin_counts(
-        self, split: str, *, max_tokens: int = 20_000_000, seed: int = 0
+        self,
+        split: str,
+        *,
+        max_length: int | None = None,
+        max_tokens: int = 20_000_000,
+        seed: int = 0,
     ) -> np.ndarray:
-        """Tokens per gene and bin (vocabulary x bins) over the cells of ``split``: all of them
-        while the store holds at most ``max_tokens`` tokens, else cells drawn at random (seeded)
-        until about ``max_tokens // 20`` tokens are read."""
+        """Tokens per gene and bin (vocabulary x bins) over the cells of ``split``, each cell cut
+        to its first ``max_length`` tokens as the loader cuts it: all the split's cells while the
+        store holds at most ``max_tokens`` tokens, else cells drawn at random (seeded) until
+        about ``max_tokens // 20`` tokens are read."""
         n_bins = self.vocabulary.n_bins
+        lengths = np.diff(self.offsets)
         in_split = self.obs["split"].to_numpy() == split
         if self.offsets[-1] <= max_tokens:
             gene_ids = self._group["tokens/gene_ids"][:]
             bins = self._group["tokens/bins"][:]
-            keep = np.repeat(in_split, np.diff(self.offsets))
+            keep = np.repeat(in_split, lengths)
+            if max_length is not None:
+                position = np.arange(len(gene_ids)) - np.repeat(self.offsets[:-1], lengths)
+                keep &= position < max_length
             gene_ids, bins = gene_ids[keep], bins[keep]
         else:
             rng = np.random.default_rng(seed)
             rows = rng.permutation(np.flatnonzero(in_split))
-            lengths = np.cumsum(np.diff(self.offsets)[rows])
-            rows = np.sort(rows[: np.searchsorted(lengths, max_tokens // 20) + 1])
+            read = np.cumsum(np.minimum(lengths[rows], max_length or max_tokens))
+            rows = np.sort(rows[: np.searchsorted(read, max_tokens // 20) + 1])
             pairs = [self.cell(int(i)) for i in rows]
-            gene_ids = np.concatenate([np.empty(0, np.int32)] + [g for g, _ in pairs])
-            bins = np.concatenate([np.empty(0, np.int16)] + [b for _, b in pairs])
+            gene_ids = np.concatenate([np.empty(0, np.int32)] + [g[:max_length] for g, _ in pairs])
+            bins = np.concatenate([np.empty(0, np.int16)] + [b[:max_length] for _, b in pairs])
         flat = gene_ids.astype(np.int64) * n_bins + bins
         counts = np.bincount(flat, minlength=len(self.vocabulary) * n_bins)
         return counts.reshape(len(self.vocabulary), n_bins).astype(np.float64)

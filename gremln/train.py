@@ -173,11 +173,12 @@ def gene_entropy(genes: np.ndarray, bins: np.ndarray, reference: np.ndarray) -> 
     """Loss of a model that knows each masked gene but not the cell: the cross-entropy of the
     masked positions' bins under each gene's bin distribution in the training cells.
 
-    ``reference[g, b]`` counts gene g's tokens in bin b over the training cells
-    (:meth:`gremln.cellstore.CellStore.gene_bin_counts`). A gene's distribution is shrunk toward
-    the training unigram with ``n_bins`` pseudo-tokens: ``p(b | g) = (C_gb + n_bins u_b) /
-    (C_g + n_bins)``, ``u_b = (C_b + 1) / (C + n_bins)`` (one pseudo-count per bin), so a gene
-    absent from the training cells is predicted by the unigram and every bin has a finite loss.
+    ``reference[g, b]`` counts gene g's tokens in bin b over the training cells, cut to
+    ``max_length`` as the model sees them (:meth:`gremln.cellstore.CellStore.gene_bin_counts`).
+    A gene's distribution is shrunk toward the training unigram with ``n_bins`` pseudo-tokens:
+    ``p(b | g) = (C_gb + n_bins u_b) / (C_g + n_bins)``, ``u_b = (C_b + 1) / (C + n_bins)`` (one
+    pseudo-count per bin), so a gene absent from the training cells is predicted by the unigram
+    and every bin has a finite loss.
     Fitted on other cells than those it scores, it is a loss such a model reaches.
 
     Parameters
@@ -334,7 +335,7 @@ def train(config: TrainConfig, *, resume: bool = False, until_step: int | None =
     metrics = _MetricsFile(out / "metrics.csv", context.main, resume_step=step if resume else 0)
     writer = _tensorboard(out, context.main and config.tensorboard)
     data = _TrainStream(config, layout, context, *positions[context.rank])
-    reference = cells.gene_bin_counts("train", seed=config.seed)
+    reference = cells.gene_bin_counts("train", max_length=config.max_length, seed=config.seed)
     stats = _Stats(reference)
     last = min(config.max_steps, until_step or config.max_steps)
     summary = {

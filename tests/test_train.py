@@ -141,6 +141,13 @@ def test_gene_bin_counts_count_the_split_tokens_of_all_or_of_sampled_cells(store
         genes, bins = cells.cell(int(i))
         np.add.at(expected, (genes, bins), 1)
     np.testing.assert_array_equal(cells.gene_bin_counts("train"), expected)
+    # cut as the loader cuts: the first max_length tokens of each cell
+    cut = np.zeros_like(expected)
+    for i in train_rows:
+        genes, bins = cells.cell(int(i))
+        np.add.at(cut, (genes[:50], bins[:50]), 1)
+    np.testing.assert_array_equal(cells.gene_bin_counts("train", max_length=50), cut)
+    assert cut.sum() < expected.sum()
     # a token budget below the store's size: whole cells, drawn from the split, reproducibly
     budget = int(cells.offsets[-1]) // 2
     sampled = cells.gene_bin_counts("train", max_tokens=budget, seed=3)
