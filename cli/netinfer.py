@@ -179,10 +179,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--null-pairs",
         type=int,
-        default=1_000_000,
+        default=10_000_000,
         metavar="N",
         help="apmi: null MI values simulated for the threshold, once per sample size and then "
-        "cached on disk; more reach deeper p-values before the fitted tail (default: 1000000)",
+        "cached on disk (only their top 10%% and a sample are kept); more reach deeper p-values "
+        "before the fitted tail (default: 10000000)",
     )
     run.add_argument(
         "--full-output",

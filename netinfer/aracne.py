@@ -515,7 +515,7 @@ def aracne(
         "resample_size": int(size),
         "null_resample_size": int(null.n_samples),
         "threshold": float(cutoff) if fdr is None else None,
-        "null_pairs": int(null.values.size) if estimator == "apmi" else 0,  # GCMI: analytic
+        "null_pairs": int(null.n_values) if estimator == "apmi" else 0,  # GCMI: analytic
         "edges_per_resample": [int(net.edge_ids.size) for net in networks],
         "final_edges": int(edges["significant"].sum()) if full_output else int(len(edges)),
         "tested_pairs": int(reg_cols.size * (n_genes - 1)),
