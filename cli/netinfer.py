@@ -17,7 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.options import add_qc_arguments, input_errors, qc_options
-from netinfer.sc.validate import read_h5ad, require_output_path, validate_counts
+
+# netinfer modules are imported by the commands that use them: `netinfer aracne` on a text matrix
+# loads no AnnData, pandas or scipy.stats before its result table (tests/test_imports.py)
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -729,6 +731,8 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
 
 def _gene_list(path: str) -> list[str]:
     if path.endswith(".h5ad"):
+        from netinfer.sc.validate import read_h5ad
+
         data = read_h5ad(path, what="--genes", backed=True)
         data.file.close()
         return list(data.var_names)
@@ -813,6 +817,8 @@ def _read_counts(
     """An h5ad checked as ``netinfer.sc.validate.validate_counts`` checks it (ids, finite raw
     counts over the whole matrix, labels where ``cell_type_key`` is given), with its matrix (X
     or ``layer``) as X and only its labelled cells."""
+    from netinfer.sc.validate import read_h5ad, validate_counts
+
     adata = read_h5ad(path, what=what)
     X, labelled = validate_counts(
         adata,
@@ -918,6 +924,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer import distributed
     from netinfer.io import atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
+    from netinfer.sc.validate import require_output_path
 
     adata = _read_counts(
         args.counts,

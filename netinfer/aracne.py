@@ -38,13 +38,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import pandas as pd
-from scipy import stats
-from tqdm.auto import tqdm
 
 from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
@@ -72,6 +71,11 @@ from netinfer.mi.null import (
     subsample_size,
 )
 from netinfer.prune import PRUNING_RULES, prune
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas (for the result tables) is imported when they are made, after the resamples, so a
+# run's peak memory does not hold it (tests/test_imports.py)
 
 FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples ranking
 
@@ -302,17 +306,39 @@ def _resample_network(
 
 def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Spearman correlation (average ranks for ties) of the column pairs (first[k], second[k])."""
-    z = stats.rankdata(X, axis=0)
+    columns, index = np.unique(np.concatenate([first, second]), return_inverse=True)
+    z = np.empty((X.shape[0], columns.size))
+    step = max(1, 2**20 // X.shape[0])  # columns ranked at once: temporaries of 8 MB each
+    for start in range(0, columns.size, step):
+        z[:, start : start + step] = average_ranks(X[:, columns[start : start + step]])
     z -= z.mean(axis=0)
     norms = np.linalg.norm(z, axis=0)
     norms[norms == 0] = np.inf
     z /= norms
+    first, second = index[: first.size], index[first.size :]
     out = np.empty(first.size)
-    step = max(1, 2**20 // z.shape[0])  # pairs per chunk: two gathered blocks of 8 MB
-    for start in range(0, first.size, step):
+    for start in range(0, first.size, step):  # two gathered blocks of 8 MB
         chunk = slice(start, start + step)
         out[chunk] = np.einsum("ij,ij->j", z[:, first[chunk]], z[:, second[chunk]])
     return out
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n within each column of ``values`` (n x k), tied values sharing the mean of
+    their ranks (``scipy.stats.rankdata``'s default, without importing scipy.stats)."""
+    n = values.shape[0]
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    position = np.arange(n)[:, None]
+    starts = np.ones(ordered.shape, dtype=bool)  # a position that opens a run of ties
+    starts[1:] = ordered[1:] != ordered[:-1]
+    ends = np.ones(ordered.shape, dtype=bool)  # a position that closes one
+    ends[:-1] = starts[1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=0)
+    last = np.minimum.accumulate(np.where(ends, position, n - 1)[::-1], axis=0)[::-1]
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
+    return ranks
 
 
 def _check_regulators(regulators: Sequence[str], genes: np.ndarray, source: str) -> np.ndarray:
@@ -477,9 +503,7 @@ def aracne(
         step_started = time.perf_counter()
         runs = list(range(max(1, resamples)))
         broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
-        with tqdm(
-            total=len(runs), desc="ARACNe resamples", unit="net", disable=not progress
-        ) as bar:
+        with _progress_bar(len(runs), progress) as bar:
             if client is None:
                 networks = []
                 for resample in runs:
@@ -496,6 +520,8 @@ def aracne(
             np.concatenate([net.edge_ids for net in networks]), return_counts=True
         )
         seen_reg, seen_gene = np.divmod(seen, n_genes)
+        import pandas as pd
+
         recurrence = pd.DataFrame(
             {
                 "regulator": genes[reg_cols[seen_reg]].astype(str),
@@ -571,6 +597,8 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 
+    import pandas as pd
+
     table = pd.DataFrame(
         {
             "regulator": genes[reg_cols[reg]].astype(str),
@@ -586,6 +614,20 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         table["significant"] = keep_mask
     order = np.lexsort((table["target"], table["regulator"], -table["mi"].to_numpy()))
     return table.iloc[order].reset_index(drop=True)
+
+
+def _progress_bar(total: int, shown: bool):
+    """A tqdm bar over the resamples, or a silent stand-in (tqdm is imported only to show one)."""
+    if not shown:
+        return nullcontext(_NoBar())
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="ARACNe resamples", unit="net")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 def aracne_adata(
