@@ -53,11 +53,11 @@ from netinfer.mi.apmi import (
     apmi_pairs,
     apmi_regulators,
     min_split_for,
-    random_tie_ranks,
     rank_codes,
+    resample_ranks,
 )
 from netinfer.mi.gcmi import (
-    copula_normalize,
+    copula_scores,
     effective_sample_size,
     gcmi_null,
     gcmi_pairs,
@@ -225,21 +225,42 @@ class AracneResult:
     recurrence: pd.DataFrame | None = None
 
 
-def _mi_matrix(values, reg_cols, settings: AracneSettings, rng) -> np.ndarray:
-    """MI of every regulator (rows) with every gene (columns); ``values`` is genes x samples."""
+@dataclass(frozen=True)
+class SortedGenes:
+    """The expression as genes x samples with each gene's stable sort order, made once per run,
+    so that a resample's ranks need no sort (``netinfer.mi.apmi.resample_ranks``)."""
+
+    values: np.ndarray
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> SortedGenes:
+        """From a samples x genes matrix."""
+        values = np.ascontiguousarray(X.T)
+        return cls(values, np.argsort(values, axis=1, kind="stable").astype(np.int32))
+
+    def ranks(self, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ranks (genes x draws) over the samples ``draws`` (ascending), ties broken at random:
+        the same as ``random_tie_ranks(values[:, draws], rng)``."""
+        priorities = rng.random((self.values.shape[0], draws.size))
+        return resample_ranks(self.values, self.order, draws, priorities)
+
+
+def _mi_matrix(ranks, reg_cols, settings: AracneSettings) -> np.ndarray:
+    """MI of every regulator (rows) with every gene (columns) from rank rows (genes x samples)."""
     if settings.estimator == "gcmi":
-        scores = copula_normalize(values, rng)
+        scores = copula_scores(ranks)
         return gcmi_regulators(scores, reg_cols, bias_correction=settings.bias_correction)
-    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    codes, widths = rank_codes(ranks, settings.partition)
     return apmi_regulators(codes, reg_cols, widths, min_split_for(settings.leaf_rule))
 
 
-def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarray:
-    """MI of the gene pairs (first[k], second[k]); ``values`` is genes x samples."""
+def _mi_pairs(ranks, first, second, settings: AracneSettings) -> np.ndarray:
+    """MI of the gene pairs (first[k], second[k]) from rank rows (genes x samples)."""
     if settings.estimator == "gcmi":
-        scores = copula_normalize(values, rng)
+        scores = copula_scores(ranks)
         return gcmi_pairs(scores, first, second, bias_correction=settings.bias_correction)
-    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    codes, widths = rank_codes(ranks, settings.partition)
     return apmi_pairs(codes, first, second, widths, min_split_for(settings.leaf_rule))
 
 
@@ -263,13 +284,14 @@ def _run_null(n_samples: int, settings: AracneSettings):
 
 
 def _resample_network(
-    resample: int, *, X, reg_cols, settings: AracneSettings, cutoff, null
+    resample: int, *, data: SortedGenes, reg_cols, settings: AracneSettings, cutoff, null
 ) -> ResampleNetwork:
     """One resample's pruned network (a plain function of its arguments, run locally or on Dask)."""
     stream = FULL_DATA_STREAM if settings.scheme == "none" else resample
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, stream]))
-    idx = resample_indices(X.shape[0], settings.scheme, settings.subsample_fraction, rng)
-    mi = _mi_matrix(X[idx].T, reg_cols, settings, rng)
+    n_genes, n_samples = data.values.shape
+    idx = resample_indices(n_samples, settings.scheme, settings.subsample_fraction, rng)
+    mi = _mi_matrix(data.ranks(idx, rng), reg_cols, settings)
     if settings.estimator == "gcmi" and settings.scheme == "bootstrap":
         # duplicated draws act as weights: the law holds at this resample's own effective size
         null = gcmi_null(
@@ -297,7 +319,7 @@ def _resample_network(
     # pruning removes edges regardless of truth: the false-positive rate shrinks with the kept share
     rate *= reg.size / n_thresholded if n_thresholded else 1.0
     return ResampleNetwork(
-        edge_ids=reg.astype(np.int64) * X.shape[1] + gene,
+        edge_ids=reg.astype(np.int64) * n_genes + gene,
         mi=mi[reg, gene],
         false_positive_rate=rate,
         n_thresholded=n_thresholded,
@@ -502,7 +524,8 @@ def aracne(
         null_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
         runs = list(range(max(1, resamples)))
-        broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
+        data = SortedGenes.of(X)
+        broadcast = dict(data=data, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
         with _progress_bar(len(runs), progress) as bar:
             if client is None:
                 networks = []
@@ -515,7 +538,7 @@ def aracne(
                 )
         resamples_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
-        edges = _final_edges(X, genes, reg_cols, networks, settings, null, full_output)
+        edges = _final_edges(X, data, genes, reg_cols, networks, settings, null, full_output)
         seen, seen_count = np.unique(
             np.concatenate([net.edge_ids for net in networks]), return_counts=True
         )
@@ -555,7 +578,9 @@ def aracne(
     )
 
 
-def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> pd.DataFrame:
+def _final_edges(
+    X, data: SortedGenes, genes, reg_cols, networks, settings, null, full_output
+) -> pd.DataFrame:
     """Consolidate (two resamples or more) and describe each edge on all samples."""
     n_genes = X.shape[1]
     n_possible = reg_cols.size * (n_genes - 1)
@@ -573,6 +598,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         pvalue, keep = None, np.ones(ids.size, dtype=bool)
 
     full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
+    all_samples = np.arange(X.shape[0])
     if full_output:
         # every regulator-target pair, with what consolidation found for the pairs it saw
         n_pairs = reg_cols.size * n_genes
@@ -582,7 +608,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         seen_count[ids] = count
         significant = np.zeros(n_pairs, dtype=bool)
         significant[ids] = keep
-        mi = _mi_matrix(X.T, reg_cols, settings, full_rng).ravel()[pairs]
+        mi = _mi_matrix(data.ranks(all_samples, full_rng), reg_cols, settings).ravel()[pairs]
         reg, gene, count, keep_mask = reg[pairs], gene[pairs], seen_count[pairs], significant[pairs]
         if pvalue is None:
             pvalue = null.pvalue(mi)
@@ -593,7 +619,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
     else:
         reg, gene = np.divmod(ids[keep], n_genes)
         count = count[keep]
-        mi = _mi_pairs(X.T, reg_cols[reg], gene, settings, full_rng)
+        mi = _mi_pairs(data.ranks(all_samples, full_rng), reg_cols[reg], gene, settings)
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 

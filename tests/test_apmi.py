@@ -19,6 +19,8 @@ from netinfer.mi.apmi import (
     partition_tables,
     random_tie_ranks,
     rank_codes,
+    rank_with_random_ties,
+    resample_ranks,
 )
 
 
@@ -70,6 +72,23 @@ def test_ranks_are_permutations_with_per_gene_random_ties():
     assert not np.array_equal(ranks[0], ranks[1])  # each gene gets its own random order
     again = random_tie_ranks(values, np.random.default_rng(3))
     np.testing.assert_array_equal(ranks, again)
+
+
+@pytest.mark.parametrize("draw", ["subsample", "bootstrap", "all"])
+def test_resample_ranks_equal_sorting_each_resample(draw):
+    """Ranks from each gene's sort order over all samples equal a sort of the resample (the
+    brute force), ties (rounded values, and bootstrap repeats) broken by the same priorities."""
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=(30, 90)), 1)  # genes x samples, many ties
+    draws = {
+        "subsample": np.sort(rng.choice(90, size=57, replace=False)),
+        "bootstrap": np.sort(rng.integers(0, 90, size=90)),
+        "all": np.arange(90),
+    }[draw]
+    priorities = rng.random((30, draws.size))
+    order = np.argsort(values, axis=1, kind="stable").astype(np.int32)
+    expected = rank_with_random_ties(np.ascontiguousarray(values[:, draws]), priorities)
+    np.testing.assert_array_equal(resample_ranks(values, order, draws, priorities), expected)
 
 
 def test_regulator_matrix_symmetric_and_thread_independent():

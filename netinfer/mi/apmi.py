@@ -124,6 +124,26 @@ def partition_tables(m: int, partition: str = "netinfer") -> tuple[np.ndarray, n
     return codes_of_rank, np.concatenate([[0.0], *widths])
 
 
+@njit(cache=True)
+def _rank_in_order(order, sorted_values, priorities, ranks):
+    """Write ranks 0..m-1 into ``ranks`` from ``order`` (positions sorted by value, tied ones in
+    position order) and the values in that order, reordering each run of tied values by
+    ``priorities``."""
+    m = order.shape[0]
+    start = 0
+    while start < m:
+        stop = start + 1
+        while stop < m and sorted_values[stop] == sorted_values[start]:
+            stop += 1
+        if stop - start > 1:
+            tied = order[start:stop].copy()
+            by_priority = np.argsort(priorities[tied], kind="mergesort")
+            order[start:stop] = tied[by_priority]
+        start = stop
+    for r in range(m):
+        ranks[order[r]] = r
+
+
 @njit(cache=True, parallel=True)
 def rank_with_random_ties(values, priorities):
     """Ranks 0..m-1 of every row of ``values`` (genes x samples), ties broken by ``priorities``.
@@ -134,20 +154,39 @@ def rank_with_random_ties(values, priorities):
     n_genes, m = values.shape
     ranks = np.empty((n_genes, m), dtype=np.int32)
     for g in prange(n_genes):
-        x = values[g]
-        order = np.argsort(x, kind="mergesort")
-        start = 0
-        while start < m:
-            stop = start + 1
-            while stop < m and x[order[stop]] == x[order[start]]:
-                stop += 1
-            if stop - start > 1:
-                tied = order[start:stop].copy()
-                by_priority = np.argsort(priorities[g][tied], kind="mergesort")
-                order[start:stop] = tied[by_priority]
-            start = stop
-        for r in range(m):
-            ranks[g, order[r]] = r
+        order = np.argsort(values[g], kind="mergesort")
+        _rank_in_order(order, values[g][order], priorities[g], ranks[g])
+    return ranks
+
+
+@njit(cache=True, parallel=True)
+def resample_ranks(values, order, draws, priorities):
+    """``rank_with_random_ties(values[:, draws], priorities)`` without sorting each resample.
+
+    ``values`` is genes x n (all samples), ``order`` each row's stable argsort, ``draws`` the
+    resample's sample indices in ascending order (repeats allowed), ``priorities`` genes x
+    len(draws). Walking a gene's sorted samples and emitting each one's draws gives the
+    resample's stable sort order in O(n) instead of a sort per resample.
+    """
+    n_genes, n = values.shape
+    m = draws.shape[0]
+    first_draw = np.zeros(n + 1, dtype=np.int64)  # draws of sample s: first_draw[s]..[s + 1]
+    for j in range(m):
+        first_draw[draws[j] + 1] += 1
+    for s in range(n):
+        first_draw[s + 1] += first_draw[s]
+    ranks = np.empty((n_genes, m), dtype=np.int32)
+    for g in prange(n_genes):
+        resample_order = np.empty(m, dtype=np.int64)
+        sorted_values = np.empty(m, dtype=np.float64)
+        k = 0
+        for r in range(n):
+            sample = order[g, r]
+            for j in range(first_draw[sample], first_draw[sample + 1]):
+                resample_order[k] = j
+                sorted_values[k] = values[g, sample]
+                k += 1
+        _rank_in_order(resample_order, sorted_values, priorities[g], ranks[g])
     return ranks
 
 
@@ -231,7 +270,9 @@ def _push_children(stack, top, offsets, start, split_mask, d, kx, ky):
 
 
 _ONE = np.uint64(1)
-_M1, _M2, _M4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _BYTES = np.uint64(0x0101010101010101)
 
 
@@ -415,8 +456,17 @@ def _apmi_pairs(codes, bits, sizes, first, second, widths, min_split):
         for k in range(b * block, min(n_pairs, (b + 1) * block)):
             a, c = first[k], second[k]
             out[k] = apmi_codes(
-                codes[a], codes[c], bits[a], bits[c], sizes[a], sizes[c], widths, min_split,
-                points, scratch, stack,
+                codes[a],
+                codes[c],
+                bits[a],
+                bits[c],
+                sizes[a],
+                sizes[c],
+                widths,
+                min_split,
+                points,
+                scratch,
+                stack,
             )
     return out
 
