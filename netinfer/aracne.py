@@ -330,7 +330,7 @@ def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarra
     """Spearman correlation (average ranks for ties) of the column pairs (first[k], second[k])."""
     columns, index = np.unique(np.concatenate([first, second]), return_inverse=True)
     z = np.empty((X.shape[0], columns.size))
-    step = max(1, 2**20 // X.shape[0])  # columns ranked at once: temporaries of 8 MB each
+    step = max(1, 2**18 // X.shape[0])  # columns at once: temporaries and gathers of 2 MB
     for start in range(0, columns.size, step):
         z[:, start : start + step] = average_ranks(X[:, columns[start : start + step]])
     z -= z.mean(axis=0)
@@ -339,7 +339,7 @@ def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarra
     z /= norms
     first, second = index[: first.size], index[first.size :]
     out = np.empty(first.size)
-    for start in range(0, first.size, step):  # two gathered blocks of 8 MB
+    for start in range(0, first.size, step):
         chunk = slice(start, start + step)
         out[chunk] = np.einsum("ij,ij->j", z[:, first[chunk]], z[:, second[chunk]])
     return out
@@ -623,6 +623,7 @@ def _final_edges(
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 
+    scc = _spearman(X, reg_cols[reg], gene)
     import pandas as pd
 
     table = pd.DataFrame(
@@ -632,7 +633,7 @@ def _final_edges(
             "mi": mi,
             "pvalue": pvalue,
             "count": count.astype(np.int64),
-            "scc": _spearman(X, reg_cols[reg], gene),
+            "scc": scc,
             "log_p": np.log(np.maximum(pvalue, np.finfo(float).tiny)),
         }
     )

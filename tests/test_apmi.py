@@ -19,7 +19,6 @@ from netinfer.mi.apmi import (
     partition_tables,
     random_tie_ranks,
     rank_codes,
-    rank_with_random_ties,
     resample_ranks,
 )
 
@@ -75,11 +74,12 @@ def test_ranks_are_permutations_with_per_gene_random_ties():
 
 
 @pytest.mark.parametrize("draw", ["subsample", "bootstrap", "all"])
-def test_resample_ranks_equal_sorting_each_resample(draw):
-    """Ranks from each gene's sort order over all samples equal a sort of the resample (the
-    brute force), ties (rounded values, and bootstrap repeats) broken by the same priorities."""
+def test_resample_ranks_order_by_value_then_priority(draw):
+    """Ranks from each gene's sort order over all samples equal a lexicographic sort of the
+    resample's (value, priority) pairs (the brute force), with many ties: rounded values, and
+    bootstrap repeats."""
     rng = np.random.default_rng(0)
-    values = np.round(rng.normal(size=(30, 90)), 1)  # genes x samples, many ties
+    values = np.round(rng.normal(size=(30, 90)), 1)  # genes x samples
     draws = {
         "subsample": np.sort(rng.choice(90, size=57, replace=False)),
         "bootstrap": np.sort(rng.integers(0, 90, size=90)),
@@ -87,8 +87,10 @@ def test_resample_ranks_equal_sorting_each_resample(draw):
     }[draw]
     priorities = rng.random((30, draws.size))
     order = np.argsort(values, axis=1, kind="stable").astype(np.int32)
-    expected = rank_with_random_ties(np.ascontiguousarray(values[:, draws]), priorities)
-    np.testing.assert_array_equal(resample_ranks(values, order, draws, priorities), expected)
+    ranks = resample_ranks(values, order, draws, priorities)
+    for gene in range(30):
+        by_value_then_priority = np.lexsort((priorities[gene], values[gene, draws]))
+        np.testing.assert_array_equal(ranks[gene, by_value_then_priority], np.arange(draws.size))
 
 
 def test_regulator_matrix_symmetric_and_thread_independent():

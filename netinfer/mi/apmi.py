@@ -145,28 +145,14 @@ def _rank_in_order(order, sorted_values, priorities, ranks):
 
 
 @njit(cache=True, parallel=True)
-def rank_with_random_ties(values, priorities):
-    """Ranks 0..m-1 of every row of ``values`` (genes x samples), ties broken by ``priorities``.
-
-    ``priorities`` (same shape, e.g. uniform random numbers drawn outside the kernel from a seeded
-    generator) orders tied samples, so each gene gets its own random tie order.
-    """
-    n_genes, m = values.shape
-    ranks = np.empty((n_genes, m), dtype=np.int32)
-    for g in prange(n_genes):
-        order = np.argsort(values[g], kind="mergesort")
-        _rank_in_order(order, values[g][order], priorities[g], ranks[g])
-    return ranks
-
-
-@njit(cache=True, parallel=True)
 def resample_ranks(values, order, draws, priorities):
-    """``rank_with_random_ties(values[:, draws], priorities)`` without sorting each resample.
+    """Ranks 0..m-1 of every gene over the samples ``draws``, ties broken by ``priorities``.
 
     ``values`` is genes x n (all samples), ``order`` each row's stable argsort, ``draws`` the
-    resample's sample indices in ascending order (repeats allowed), ``priorities`` genes x
-    len(draws). Walking a gene's sorted samples and emitting each one's draws gives the
-    resample's stable sort order in O(n) instead of a sort per resample.
+    resample's sample indices in ascending order (repeats allowed: a repeated sample's values
+    tie), ``priorities`` genes x len(draws) (e.g. uniform random numbers drawn outside the kernel
+    from a seeded generator). Walking a gene's sorted samples and emitting each one's draws gives
+    the resample's stable sort order in O(n), so one sort per gene serves every resample.
     """
     n_genes, n = values.shape
     m = draws.shape[0]
@@ -191,10 +177,13 @@ def resample_ranks(values, order, draws, priorities):
 
 
 def random_tie_ranks(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Copula ranks (genes x samples, int32) of ``values`` with seeded random tie-breaking."""
+    """Ranks 0..m-1 of every row of ``values`` (genes x samples, int32), ties broken at random:
+    ``rng`` draws a priority per value (uniform, genes x samples) that orders tied samples, so
+    each gene gets its own random tie order."""
     values = np.ascontiguousarray(values, dtype=np.float64)
     priorities = rng.random(values.shape)
-    return rank_with_random_ties(values, priorities)
+    order = np.argsort(values, axis=1, kind="stable")
+    return resample_ranks(values, order, np.arange(values.shape[1]), priorities)
 
 
 def rank_codes(ranks: np.ndarray, partition: str = "netinfer") -> tuple[np.ndarray, np.ndarray]:

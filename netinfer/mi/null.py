@@ -229,7 +229,13 @@ def _fit(top, body, n_values, moments, *, n_samples: int, tail_fraction: float) 
     )
     shape, scale = np.exp(fit.x)
     return NullModel(
-        top, body, int(n_values), tail_start, n_tail / n_values, float(shape), float(scale),
+        top,
+        body,
+        int(n_values),
+        tail_start,
+        n_tail / n_values,
+        float(shape),
+        float(scale),
         n_samples,
     )
 
@@ -301,7 +307,11 @@ def null_model(
         Fraction of the null above the tail start.
     """
     simulation = dict(
-        scheme=scheme, fraction=fraction, min_split=min_split, seed=seed, partition=partition,
+        scheme=scheme,
+        fraction=fraction,
+        min_split=min_split,
+        seed=seed,
+        partition=partition,
         n_pairs=n_pairs,
     )
     resample_size = subsample_size(n_samples, fraction) if scheme == "subsample" else n_samples
@@ -328,8 +338,13 @@ def null_model(
                     top=model.top,
                     body=model.body,
                     fit=np.array(
-                        [model.n_values, model.tail_start, model.tail_fraction, model.shape,
-                         model.scale]
+                        [
+                            model.n_values,
+                            model.tail_start,
+                            model.tail_fraction,
+                            model.shape,
+                            model.scale,
+                        ]
                     ),
                 )
         except OSError:
@@ -343,8 +358,14 @@ def _load_model(path: Path, n_samples: int) -> NullModel:
     with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as stored:
         n_values, tail_start, tail_fraction, shape, scale = stored["fit"]
         return NullModel(
-            stored["top"], stored["body"], int(n_values), float(tail_start),
-            float(tail_fraction), float(shape), float(scale), n_samples,
+            stored["top"],
+            stored["body"],
+            int(n_values),
+            float(tail_start),
+            float(tail_fraction),
+            float(shape),
+            float(scale),
+            n_samples,
         )
 
 
