@@ -538,7 +538,10 @@ def aracne(
                 )
         resamples_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
-        edges = _final_edges(X, data, genes, reg_cols, networks, settings, null, full_output)
+        full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
+        full_ranks = data.ranks(np.arange(n_samples), full_rng)
+        del data, broadcast  # the sorted matrix is done with: its memory goes before the tables
+        edges = _final_edges(X, full_ranks, genes, reg_cols, networks, settings, null, full_output)
         seen, seen_count = np.unique(
             np.concatenate([net.edge_ids for net in networks]), return_counts=True
         )
@@ -579,9 +582,10 @@ def aracne(
 
 
 def _final_edges(
-    X, data: SortedGenes, genes, reg_cols, networks, settings, null, full_output
+    X, full_ranks, genes, reg_cols, networks, settings, null, full_output
 ) -> pd.DataFrame:
-    """Consolidate (two resamples or more) and describe each edge on all samples."""
+    """Consolidate (two resamples or more) and describe each edge on all samples
+    (``full_ranks``: every gene's ranks over all samples, genes x samples)."""
     n_genes = X.shape[1]
     n_possible = reg_cols.size * (n_genes - 1)
     if len(networks) >= 2:
@@ -597,8 +601,6 @@ def _final_edges(
         count = np.ones(ids.size, dtype=np.int64)
         pvalue, keep = None, np.ones(ids.size, dtype=bool)
 
-    full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
-    all_samples = np.arange(X.shape[0])
     if full_output:
         # every regulator-target pair, with what consolidation found for the pairs it saw
         n_pairs = reg_cols.size * n_genes
@@ -608,7 +610,7 @@ def _final_edges(
         seen_count[ids] = count
         significant = np.zeros(n_pairs, dtype=bool)
         significant[ids] = keep
-        mi = _mi_matrix(data.ranks(all_samples, full_rng), reg_cols, settings).ravel()[pairs]
+        mi = _mi_matrix(full_ranks, reg_cols, settings).ravel()[pairs]
         reg, gene, count, keep_mask = reg[pairs], gene[pairs], seen_count[pairs], significant[pairs]
         if pvalue is None:
             pvalue = null.pvalue(mi)
@@ -619,7 +621,7 @@ def _final_edges(
     else:
         reg, gene = np.divmod(ids[keep], n_genes)
         count = count[keep]
-        mi = _mi_pairs(data.ranks(all_samples, full_rng), reg_cols[reg], gene, settings)
+        mi = _mi_pairs(full_ranks, reg_cols[reg], gene, settings)
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 
