@@ -33,7 +33,8 @@ def test_fitted_pvalues_are_calibrated_on_an_independent_null():
     pvalues = np.array([1e-3, 1e-4])
     thresholds = np.array([fitted.threshold(p) for p in pvalues])
     exceed, n_fresh = np.zeros(2), 0
-    for values in null_batches(100, scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=4_000_000):
+    fresh = dict(scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=4_000_000)
+    for values in null_batches(100, **fresh):
         exceed += (values[:, None] > thresholds).sum(axis=0)
         n_fresh += values.size
     observed = exceed / n_fresh

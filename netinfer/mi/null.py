@@ -6,8 +6,8 @@ samples and on how the samples were drawn. We simulate it by running the *same* 
 ranking code on genes of independent random values, and compute the MI of all pairs among them.
 
 A p-value far below 1 / (number of null values) needs a tail model. Above the tail start ``u``
-(the ``1 - tail_fraction`` quantile of the null values, by default the top 1,000 of 1 M) the null
-values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
+(the ``1 - tail_fraction`` quantile of the null values, by default the top 10,000 of 10 M) the
+null values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
 P(MI > x) = tail_fraction * G(x) / G(u), with G the gamma survival function. Below ``u``
 p-values are empirical. Why gamma: 2 m MI of a fixed partition is chi-square under independence,
 and a chi-square's log-survival steepens with x towards its exponential rate. What was tried
@@ -20,15 +20,26 @@ chosen on simulation seeds 1 and 2, reported in bench/RESULTS.md on fresh seeds)
   its negative shape ends the tail too soon;
 - gamma above the top 1%: 0.96, 1.09, 1.30, 1.35 at 100 samples but 1.01, 1.21, 1.52, 1.89 at
   500: the tail's shape changes between 1e-2 and 1e-4;
-- gamma above the top 0.1% (the default): 0.99, 1.03, 1.19, 1.25 at 100 samples, 0.89 to 1.19 at
-  500 (three 1 M subsets), 0.92, 0.95, 1.44, 1.90 at 50, where MI takes few distinct values.
+- gamma above the top 0.1%: 0.99, 1.03, 1.19, 1.25 at 100 samples, 0.89 to 1.19 at 500 (three
+  1 M subsets), 0.92, 0.95, 1.44, 1.90 at 50, where MI takes few distinct values.
 
-On fresh seeds (bench/RESULTS.md) the default is calibrated at 1e-3 and 1e-4 (0.99 to 1.13) but
-anti-conservative deeper (1.2 to 1.9 at 1e-5, 1.4 to 2.7 at 1e-6, 50 to 5,000 samples): one fit
-from 1,000 tail values varies too much for two decades of extrapolation.
+With 1 M null values that gamma tail rests on 1,000 values, and on fresh seeds it was
+anti-conservative at 1e-5 and 1e-6 (up to 1.9 and 2.7): one fit varies too much for three
+decades of extrapolation. The default is therefore 10 M null values, the same model on 10,000
+tail values (checked on seeds 5-6 at 100 and 500 samples, then on 7-8 with 100 M fresh values at
+50 to 500 samples and 40 M at 5,000: 0.79 to 1.27 at every p from 1e-3 to 1e-6; starting the tail
+at the top 0.03% or 0.01% instead was no better, 0.62 to 1.45). The report, on other seeds, is in
+bench/RESULTS.md. A simulated null costs about 3-4 s at 316 samples and 20-30 s at 3,160 on two
+cores, once per sample size.
+
+The values are summarized as they are simulated (``_summarize``): the top 10% exactly (every
+p-value from the tail start to 0.1 is the exact empirical one over all 10 M values) and the first
+100,000 values as a sample for larger p-values. So the simulation holds a few batches and about
+1.1 M values, not 10 M, and the disk cache holds the same (about 9 MB per key).
 
 ``tests/test_null.py`` checks p-values from a fit on one sample against the exceedance rates of an
-independent one; ``bench/null_calibration.py`` runs the table above at 50 to 5,000 samples.
+independent one, and the streamed summary against all values sorted; ``bench/null_calibration.py``
+runs the table above at 50 to 5,000 samples.
 
 The Gaussian-copula estimator needs no simulation: its null law is analytic
 (``netinfer.mi.gcmi.GaussianCopulaNull``, with the same ``pvalue`` and ``threshold`` methods), and
@@ -38,8 +49,9 @@ ARACNe-AP's fit regresses on the wrong array, so its threshold hardly moves with
 ARACNe3's cached null changes results between a cold and a warm cache. Here the null is a pure
 function of (sample size, resampling scheme, estimator, seed, size), so every run with the same
 seed gets the same threshold. It is computed once per such key and cached twice: in the process
-(``functools.lru_cache``) and on disk, as the exact null values in one ``.npy`` file per key under
-``null_cache_dir()``; a warm cache gives the same values, hence the same fit, as a cold one.
+(``functools.lru_cache``) and on disk, as the summary and its fitted tail in one ``.npz`` file per
+key under ``null_cache_dir()``; a warm cache gives the same model as a cold one (and needs no
+fit, so no scipy.optimize).
 """
 
 from __future__ import annotations
