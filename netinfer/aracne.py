@@ -35,6 +35,7 @@ Defaults, and why:
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -539,7 +540,7 @@ def aracne(
         resamples_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
         full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
-        full_ranks = data.ranks(np.arange(n_samples), full_rng)
+        full_ranks = [data.ranks(np.arange(n_samples), full_rng)]  # _final_edges empties it
         del data, broadcast  # the sorted matrix is done with: its memory goes before the tables
         edges = _final_edges(X, full_ranks, genes, reg_cols, networks, settings, null, full_output)
         seen, seen_count = np.unique(
@@ -584,8 +585,10 @@ def aracne(
 def _final_edges(
     X, full_ranks, genes, reg_cols, networks, settings, null, full_output
 ) -> pd.DataFrame:
-    """Consolidate (two resamples or more) and describe each edge on all samples
-    (``full_ranks``: every gene's ranks over all samples, genes x samples)."""
+    """Consolidate (two resamples or more) and describe each edge on all samples.
+
+    ``full_ranks`` holds every gene's ranks over all samples (genes x samples); it is emptied
+    once the final MI is computed, so that memory is free before the tables are made."""
     n_genes = X.shape[1]
     n_possible = reg_cols.size * (n_genes - 1)
     if len(networks) >= 2:
@@ -610,7 +613,7 @@ def _final_edges(
         seen_count[ids] = count
         significant = np.zeros(n_pairs, dtype=bool)
         significant[ids] = keep
-        mi = _mi_matrix(full_ranks, reg_cols, settings).ravel()[pairs]
+        mi = _mi_matrix(full_ranks.pop(), reg_cols, settings).ravel()[pairs]
         reg, gene, count, keep_mask = reg[pairs], gene[pairs], seen_count[pairs], significant[pairs]
         if pvalue is None:
             pvalue = null.pvalue(mi)
@@ -621,7 +624,7 @@ def _final_edges(
     else:
         reg, gene = np.divmod(ids[keep], n_genes)
         count = count[keep]
-        mi = _mi_pairs(full_ranks, reg_cols[reg], gene, settings)
+        mi = _mi_pairs(full_ranks.pop(), reg_cols[reg], gene, settings)
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
 
@@ -649,7 +652,10 @@ def _progress_bar(total: int, shown: bool):
     """A tqdm bar over the resamples, or a silent stand-in (tqdm is imported only to show one)."""
     if not shown:
         return nullcontext(_NoBar())
-    from tqdm.auto import tqdm
+    if "IPython" in sys.modules:  # a notebook's widget
+        from tqdm.auto import tqdm
+    else:  # the plain bar, without tqdm.auto's asyncio (6 MB)
+        from tqdm import tqdm
 
     return tqdm(total=total, desc="ARACNe resamples", unit="net")
 
