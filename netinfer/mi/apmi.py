@@ -182,7 +182,8 @@ def random_tie_ranks(values: np.ndarray, rng: np.random.Generator) -> np.ndarray
     each gene gets its own random tie order."""
     values = np.ascontiguousarray(values, dtype=np.float64)
     priorities = rng.random(values.shape)
-    order = np.argsort(values, axis=1, kind="stable")
+    # int32, as SortedGenes has it: one compiled signature of the kernel
+    order = np.argsort(values, axis=1, kind="stable").astype(np.int32)
     return resample_ranks(values, order, np.arange(values.shape[1]), priorities)
 
 
