@@ -28,9 +28,10 @@ anti-conservative at 1e-5 and 1e-6 (up to 1.9 and 2.7): one fit varies too much 
 decades of extrapolation. The default is therefore 10 M null values, the same model on 10,000
 tail values (checked on seeds 5-6 at 100 and 500 samples, then on 7-8 with 100 M fresh values at
 50 to 500 samples and 40 M at 5,000: 0.79 to 1.27 at every p from 1e-3 to 1e-6; starting the tail
-at the top 0.03% or 0.01% instead was no better, 0.62 to 1.45). The report, on other seeds, is in
-bench/RESULTS.md. A simulated null costs about 3-4 s at 316 samples and 20-30 s at 3,160 on two
-cores, once per sample size.
+at the top 0.03% or 0.01% instead was no better, 0.62 to 1.45). On the report seeds (9-10,
+bench/RESULTS.md) it gave 0.96-1.06 from 1e-3 to 1e-5 but 0.91-1.51 at 1e-6: the fit still
+varies by about +-40% three decades below the tail start. A simulated null costs about 3-4 s
+at 316 samples and 20-30 s at 3,160 on two cores, once per sample size.
 
 The values are summarized as they are simulated (``_summarize``): the top 10% exactly (every
 p-value from the tail start to 0.1 is the exact empirical one over all 10 M values) and the first
