@@ -404,11 +404,14 @@ def command_report(rows: Sequence[dict]) -> str:
             f"ARACNe3 not run (set ${ARACNE3_ENV}): its ratio uses the recorded figure of the "
             "reference notes, measured on another day and on its own synthetic data."
         )
+    else:
+        lines.append(
+            "The reference time is the mean of ARACNe3's later (warm) runs of this benchmark; "
+            "the runs were interleaved (netinfer, ARACNe3, netinfer, ...)."
+        )
     lines.append(
-        "MI pairs = regulators x (genes - 1) x resamples (the null is not counted). The "
-        "reference time is the mean of ARACNe3's later (warm) runs of this benchmark; the runs "
-        "were interleaved (netinfer, ARACNe3, netinfer, ...), with the 1-minute load average "
-        "before each."
+        "MI pairs = regulators x (genes - 1) x resamples (the null is not counted); load is "
+        "the 1-minute load average before each run."
     )
     return "\n".join(lines) + "\n"
 
