@@ -124,7 +124,7 @@ def partition_tables(m: int, partition: str = "netinfer") -> tuple[np.ndarray, n
     return codes_of_rank, np.concatenate([[0.0], *widths])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rank_in_order(order, sorted_values, priorities, ranks):
     """Write ranks 0..m-1 into ``ranks`` from ``order`` (positions sorted by value, tied ones in
     position order) and the values in that order, reordering each run of tied values by
@@ -294,7 +294,7 @@ def quadrant_bitsets(codes, depth):
     return bits, sizes
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _root_counts(bx, by, nx, ny, counts):
     """The depth-2 grid of a pair as ``counts[4 q + s]`` (quadrant q, sub-quadrant s), from the
     two genes' interval bitsets ``bx``, ``by`` and interval sizes ``nx``, ``ny``."""
@@ -315,7 +315,7 @@ def _root_counts(bx, by, nx, ny, counts):
             counts[(((i >> 1) << 1) | (j >> 1)) * 4 + (((i & 1) << 1) | (j & 1))] = grid[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apmi_codes(cx, cy, bx, by, nx, ny, widths, min_split, points, scratch, stack):
     """Adaptive-partitioning MI (nats) of one pair, given the two genes' cell codes, their
     depth-2 bitsets and interval sizes (``quadrant_bitsets``) and the partition's width table.
