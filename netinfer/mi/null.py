@@ -176,31 +176,30 @@ def _summarize(batches, n_values: int, sample: np.ndarray | None = None):
     keep = max(1, int(np.ceil(KEPT_FRACTION * n_values)))
     cut = -np.inf  # every value >= cut is kept; cut only rises
     kept, kept_size, seen = [], 0, 0
-    head, head_size = [], 0 if sample is None else BODY_SAMPLE
+    head, head_size = [], 0
     for values in batches:
         seen += values.size
-        if head_size < BODY_SAMPLE:
+        if sample is None and head_size < BODY_SAMPLE:
             head.append(values[: BODY_SAMPLE - head_size].copy())
             head_size += head[-1].size
         kept.append(values[values >= cut])
         kept_size += kept[-1].size
         if kept_size > 2 * keep:
-            kept, cut = _prune_top(np.concatenate(kept), keep)
-            kept_size = kept[0].size
-    kept, cut = _prune_top(np.concatenate(kept), keep)
-    top = np.sort(kept[0])
+            pruned, cut = _prune_top(np.concatenate(kept), keep)
+            kept, kept_size = [pruned], pruned.size
+    top = np.sort(_prune_top(np.concatenate(kept), keep)[0])
     if sample is None:
         sample = np.concatenate(head)
     moments = (float(sample.mean()), float(sample.var()))
     return top, np.sort(sample[sample < top[0]]), seen, moments
 
 
-def _prune_top(values: np.ndarray, keep: int):
+def _prune_top(values: np.ndarray, keep: int) -> tuple[np.ndarray, float]:
     """The values at or above the ``keep``-th largest (ties kept), and that value."""
     if values.size <= keep:
-        return [values], -np.inf
+        return values, -np.inf
     cut = np.partition(values, values.size - keep)[values.size - keep]
-    return [values[values >= cut]], cut
+    return values[values >= cut], float(cut)
 
 
 def _fit(top, body, n_values, moments, *, n_samples: int, tail_fraction: float) -> NullModel:
