@@ -184,8 +184,8 @@ def _parser() -> argparse.ArgumentParser:
         default=10_000_000,
         metavar="N",
         help="apmi: null MI values simulated for the threshold, once per sample size and then "
-        "cached on disk (only their top 10%% and a sample are kept); more reach deeper p-values "
-        "before the fitted tail (default: 10000000)",
+        "cached on disk (only their top 10%%, at most 1 M, and a sample are kept); more reach "
+        "deeper p-values before the fitted tail (default: 10000000)",
     )
     run.add_argument(
         "--full-output",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
+import netinfer.mi.null as null_module
 from netinfer.mi.null import (
     KEPT_FRACTION,
     benjamini_hochberg_cutoff,
@@ -51,7 +52,7 @@ def test_streamed_summary_equals_the_sorted_null():
     values = np.sort(np.concatenate(list(null_batches(120, **args))))
     assert model.n_values == values.size
     np.testing.assert_array_equal(model.top, values[values.size - model.top.size :])
-    assert model.top.size >= KEPT_FRACTION * values.size
+    assert model.top.size >= KEPT_FRACTION * values.size  # below KEPT_MAX here
     assert values[values.size - model.top.size - 1] < model.top[0]  # no tie split at the cut
     mi = np.quantile(values, [0.92, 0.97, 0.995, 0.9985])
     counts = values.size - np.searchsorted(values, mi, side="left")
@@ -60,6 +61,22 @@ def test_streamed_summary_equals_the_sorted_null():
         assert model.threshold(p) == pytest.approx(np.quantile(values, 1 - p), rel=1e-12)
     # below the top: the sample's estimate, close to the exact rate
     assert model.pvalue(np.quantile(values, 0.5)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_larger_null_keeps_at_most_kept_max_values(monkeypatch):
+    """Memory does not grow with the null's size: past KEPT_MAX the kept top is a smaller
+    fraction, still exact, the tail starts where it did, and a sample covers the rest."""
+    monkeypatch.setattr(null_module, "KEPT_MAX", 20_000)
+    args = dict(scheme="none", fraction=1.0, min_split=3, seed=6, n_pairs=600_000)
+    model = null_model(60, **args)
+    values = np.sort(np.concatenate(list(null_batches(60, **args))))
+    assert 20_000 <= model.top.size < 0.1 * values.size
+    np.testing.assert_array_equal(model.top, values[values.size - model.top.size :])
+    assert model.tail_start == values[values.size - round(0.001 * values.size) - 1]
+    # below the top: the sample's estimate, within its binomial error of the exact rate
+    mi = np.quantile(values, 0.9)
+    exact = np.count_nonzero(values >= mi) / values.size
+    assert model.pvalue(mi) == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 1e5))
 
 
 def test_cold_and_warm_disk_cache_give_the_same_null(private_null_cache):

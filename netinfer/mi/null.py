@@ -33,10 +33,11 @@ bench/RESULTS.md) it gave 0.96-1.06 from 1e-3 to 1e-5 but 0.91-1.51 at 1e-6: the
 varies by about +-40% three decades below the tail start. A simulated null costs about 3-4 s
 at 316 samples and 20-30 s at 3,160 on two cores, once per sample size.
 
-The values are summarized as they are simulated (``_summarize``): the top 10% exactly (every
-p-value from the tail start to 0.1 is the exact empirical one over all 10 M values) and the first
-100,000 values as a sample for larger p-values. So the simulation holds a few batches and about
-1.1 M values, not 10 M, and the disk cache holds the same (about 9 MB per key).
+The values are summarized as they are simulated (``_summarize``): the top 10% exactly, at most
+1 M values (with 10 M, every p-value from the tail start to 0.1 is the exact empirical one over
+all of them), and the first 100,000 values as a sample for larger p-values. So the simulation
+holds a few batches and about 1.1 M values whatever the null's size, and the disk cache holds
+the same (about 9 MB per key).
 
 ``tests/test_null.py`` checks p-values from a fit on one sample against the exceedance rates of an
 independent one, and the streamed summary against all values sorted; ``bench/null_calibration.py``
@@ -73,15 +74,17 @@ from netinfer.mi.apmi import apmi_pairs, random_tie_ranks, rank_codes
 
 DEFAULT_NULL_PAIRS = 10_000_000
 DEFAULT_TAIL_FRACTION = 0.001  # the top 10,000 of the default 10 M null values
-#: The top 10% of the null values are kept exactly, so every p-value from 1e-3 to 0.1 (the
-#: FDR pre-filter's range) is the exact empirical one; above it a sample of the rest serves.
+#: The top 10% of the null values are kept exactly, but at most ``KEPT_MAX`` of them: with the
+#: default 10 M, every p-value from the tail start to 0.1 (the FDR pre-filter's range) is the
+#: exact empirical one, and a larger null costs time, not memory. Above them a sample serves.
 KEPT_FRACTION = 0.1
+KEPT_MAX = 1_000_000
 #: Null values kept (from the start of the stream) to estimate p-values above ``KEPT_FRACTION``.
 BODY_SAMPLE = 100_000
 #: Null genes per simulated batch: each batch gives all their pairs.
 NULL_GENES_PER_BATCH = 512
 #: Part of every disk-cache key: bump it when the simulation or the estimator changes its values.
-NULL_CACHE_VERSION = 2
+NULL_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,8 @@ class NullModel:
     Attributes
     ----------
     top
-        The largest null values (at least the top ``KEPT_FRACTION``, and every value equal to the
-        smallest of them), sorted ascending.
+        The largest null values (the top ``KEPT_FRACTION``, at most ``KEPT_MAX`` but at least
+        twice the tail, and every value equal to the smallest of them), sorted ascending.
     body
         A sample of the null values below ``top[0]``, sorted ascending.
     n_values
@@ -160,20 +163,24 @@ def fit_null(values: np.ndarray, *, n_samples: int, tail_fraction: float = DEFAU
     docstring)."""
     values = np.asarray(values, dtype=np.float64)
     sample = values[:: max(1, values.size // BODY_SAMPLE)]  # in any order, sorted too
-    return _fit(
-        *_summarize([values], values.size, sample), n_samples=n_samples, tail_fraction=tail_fraction
-    )
+    summary = _summarize([values], _kept_count(values.size, tail_fraction), sample)
+    return _fit(*summary, n_samples=n_samples, tail_fraction=tail_fraction)
 
 
-def _summarize(batches, n_values: int, sample: np.ndarray | None = None):
-    """Stream null values: keep the top ``KEPT_FRACTION`` of ``n_values`` (with every value
-    tied with the smallest kept one) and, unless a ``sample`` is given, the first
-    ``BODY_SAMPLE`` values (the batches are independent, so they are a sample of all).
+def _kept_count(n_values: int, tail_fraction: float) -> int:
+    """How many top values ``_summarize`` keeps of ``n_values`` (see ``KEPT_FRACTION``)."""
+    fraction = min(int(np.ceil(KEPT_FRACTION * n_values)), KEPT_MAX)
+    return max(1, fraction, 2 * int(round(tail_fraction * n_values)))
+
+
+def _summarize(batches, keep: int, sample: np.ndarray | None = None):
+    """Stream null values: keep the ``keep`` largest (with every value tied with the smallest
+    kept one) and, unless a ``sample`` is given, the first ``BODY_SAMPLE`` values (the batches
+    are independent, so they are a sample of all).
 
     Returns ``top`` (sorted), ``body`` (the sample below ``top[0]``, sorted), the number of
     values seen and the mean and variance of the sample.
     """
-    keep = max(1, int(np.ceil(KEPT_FRACTION * n_values)))
     cut = -np.inf  # every value >= cut is kept; cut only rises
     kept, kept_size, seen = [], 0, 0
     head, head_size = [], 0
@@ -214,9 +221,7 @@ def _fit(top, body, n_values, moments, *, n_samples: int, tail_fraction: float) 
             f"{n_values} values x tail_fraction {tail_fraction} gives {n_tail}"
         )
     if n_tail >= top.size:
-        raise ValueError(
-            f"tail_fraction {tail_fraction} must be below the kept fraction {KEPT_FRACTION}"
-        )
+        raise ValueError(f"tail_fraction {tail_fraction} must be below the kept {top.size} values")
     tail_start = float(top[top.size - n_tail - 1])
     tail = top[top.size - n_tail :]
     log_tail_sum = np.log(tail).sum()
@@ -338,7 +343,9 @@ def null_model(
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # absent or unreadable: simulate, then (re)write it
     model = _fit(
-        *_summarize(null_batches(n_samples, **simulation), null_size(n_pairs)),
+        *_summarize(
+            null_batches(n_samples, **simulation), _kept_count(null_size(n_pairs), tail_fraction)
+        ),
         n_samples=resample_size,
         tail_fraction=tail_fraction,
     )
