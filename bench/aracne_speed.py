@@ -35,8 +35,10 @@ network), ``call s`` the in-process ``aracne`` call it reports, ``peak MB`` its 
 memory (``wait4``). The first run has empty Numba and null caches (``NUMBA_CACHE_DIR`` and
 ``NETINFER_CACHE_DIR`` point at fresh folders: a fresh install); later runs reuse them.
 ARACNe3 runs on the same TSV in the same benchmark when ``$ARACNE3_BIN`` names its executable
-(``-x 10 --threads 2``, a fresh output folder, so a cold null cache, then the same folder again);
-otherwise its figure recorded in the reference notes is printed and marked *recorded*. ARACNe-AP's
+(``-x 10 --threads 2``, a cold null cache first, then warm), interleaved with netinfer's runs
+(netinfer apmi, ARACNe3, netinfer gcmi, in rounds; ``--later-runs`` rounds after the first), each
+row with the load average before it; otherwise its figure recorded in the reference notes is
+printed and marked *recorded*. ARACNe-AP's
 figure is always the recorded one. Building ARACNe3 (github.com/califano-lab/ARACNe3) without its
 git submodules: ``apt-get install -y cmake libboost-dev``; in ``CMakeLists.txt`` replace
 ``add_subdirectory(deps/boost EXCLUDE_FROM_ALL)`` by ``add_library(Boost::math INTERFACE
@@ -296,11 +298,10 @@ def time_process(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> d
     return dict(wall_s=wall, peak_mb=usage.ru_maxrss * 1024 / 1e6, stdout=out)
 
 
-def command_runs(case: str, estimator: str, directory: Path, runs: int = 2) -> list[dict]:
-    """Time ``netinfer aracne`` on the case's TSV: the first run with empty caches, then more."""
+def netinfer_command(case: str, estimator: str, directory: Path, run: str) -> dict:
+    """Time one ``netinfer aracne`` process on the case's TSV (caches under ``directory``)."""
     tsv, tfs = write_case_files(case, directory)
     caches = directory / f"caches-{estimator}"
-    shutil.rmtree(caches, ignore_errors=True)
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -310,45 +311,56 @@ def command_runs(case: str, estimator: str, directory: Path, runs: int = 2) -> l
     cmd = [sys.executable, "-m", "cli.netinfer", "aracne", str(tsv), "--regulators", str(tfs)]
     cmd += ["--output", str(directory / f"net_{estimator}.txt"), "--estimator", estimator]
     cmd += ["--resamples", str(RESAMPLES), "--threads", str(THREADS)]
-    results = []
-    for run in range(runs):
-        measured = time_process(cmd, env)
-        call = re.search(r"time\W+([\d.]+) s", measured.pop("stdout"))
-        results.append(
-            dict(
-                case=case,
-                tool=f"netinfer {estimator}",
-                run="first (fresh install)" if run == 0 else "later",
-                call_s=float(call.group(1)) if call else float("nan"),
-                **measured,
-            )
-        )
-    return results
+    load = os.getloadavg()[0]
+    measured = time_process(cmd, env)
+    call = re.search(r"time\W+([\d.]+) s", measured.pop("stdout"))
+    return dict(
+        case=case,
+        tool=f"netinfer {estimator}",
+        run=run,
+        call_s=float(call.group(1)) if call else float("nan"),
+        load=load,
+        **measured,
+    )
 
 
-def aracne3_runs(case: str, directory: Path, runs: int = 2) -> list[dict]:
-    """Time ARACNe3 (``$ARACNE3_BIN``) on the case's TSV: a cold null cache, then a warm one."""
+def aracne3_command(case: str, directory: Path, run: str) -> dict:
+    """Time one ARACNe3 (``$ARACNE3_BIN``) process on the case's TSV; its null cache lives in
+    ``directory/.ARACNe3_cached``."""
     tsv, tfs = write_case_files(case, directory)
     output = directory / "aracne3-out"
     shutil.rmtree(output, ignore_errors=True)
-    # ARACNe3 keeps its null in .ARACNe3_cached/ under the working directory: start it empty
-    shutil.rmtree(directory / ".ARACNe3_cached", ignore_errors=True)
     cmd = [os.environ[ARACNE3_ENV], "-e", str(tsv), "-r", str(tfs), "-o", str(output)]
     cmd += ["-x", str(RESAMPLES), "--threads", str(THREADS), "--seed", "1"]
-    results = []
-    for run in range(runs):
-        measured = time_process(cmd, cwd=directory)
-        measured.pop("stdout")
-        results.append(
-            dict(
-                case=case,
-                tool="ARACNe3",
-                run="first (cold null cache)" if run == 0 else "later (warm null cache)",
-                call_s=float("nan"),
-                **measured,
-            )
-        )
-    return results
+    load = os.getloadavg()[0]
+    measured = time_process(cmd, cwd=directory)
+    measured.pop("stdout")
+    return dict(case=case, tool="ARACNe3", run=run, call_s=float("nan"), load=load, **measured)
+
+
+def interleaved_commands(
+    case: str, estimators: Sequence[str], directory: Path, later_runs: int = 2
+) -> list[dict]:
+    """The whole commands, interleaved so that a changing load affects every tool alike: in each
+    round netinfer with each estimator and ARACNe3 (when ``$ARACNE3_BIN`` is set) after the
+    first. The first round starts from empty caches (a fresh install; ARACNe3's null cache
+    cold), the later rounds reuse them."""
+    for estimator in estimators:
+        shutil.rmtree(directory / f"caches-{estimator}", ignore_errors=True)
+    # ARACNe3 keeps its null in .ARACNe3_cached/ under the working directory: start it empty
+    shutil.rmtree(directory / ".ARACNe3_cached", ignore_errors=True)
+    with_aracne3 = bool(os.environ.get(ARACNE3_ENV))
+    rows = []
+    for round_ in range(1 + later_runs):
+        for k, estimator in enumerate(estimators):
+            run = "first (fresh install)" if round_ == 0 else "later"
+            print(f"whole command {case} ({estimator}, {run}) ...", file=sys.stderr, flush=True)
+            rows.append(netinfer_command(case, estimator, directory, run))
+            if with_aracne3 and k == 0:
+                run = "first (cold null cache)" if round_ == 0 else "later (warm null cache)"
+                print(f"ARACNe3 {case} ({run}) ...", file=sys.stderr, flush=True)
+                rows.append(aracne3_command(case, directory, run))
+    return rows
 
 
 def command_report(rows: Sequence[dict]) -> str:
@@ -360,11 +372,15 @@ def command_report(rows: Sequence[dict]) -> str:
     ]
     table = []
     for r in rows:
-        measured_a3 = [
-            x["wall_s"] for x in rows if x["tool"] == "ARACNe3" and x["case"] == r["case"]
+        warm_a3 = [
+            x["wall_s"]
+            for x in rows
+            if x["tool"] == "ARACNe3" and x["case"] == r["case"] and x["run"].startswith("later")
         ]
-        a3 = min(measured_a3) if measured_a3 else REFERENCE[r["case"]]["ARACNe3"]["seconds"]
-        a3_note = "" if measured_a3 else " (recorded)"
+        if warm_a3:
+            a3, a3_note = sum(warm_a3) / len(warm_a3), ""
+        else:
+            a3, a3_note = REFERENCE[r["case"]]["ARACNe3"]["seconds"], " (recorded)"
         ap = REFERENCE[r["case"]]["ARACNe-AP"]["seconds"]
         n_genes, _, n_regs = CASES[r["case"]]
         pairs = n_regs * (n_genes - 1) * RESAMPLES
@@ -373,11 +389,12 @@ def command_report(rows: Sequence[dict]) -> str:
                 "case": r["case"],
                 "tool": r["tool"],
                 "run": r["run"],
+                "load (1 min)": f"{r['load']:.1f}",
                 "wall s (process)": f"{r['wall_s']:.1f}",
                 "call s (in-process)": "-" if r["call_s"] != r["call_s"] else f"{r['call_s']:.1f}",
                 "peak MB": f"{r['peak_mb']:.0f}",
                 "MI pairs/s/core (process)": f"{pairs / r['wall_s'] / THREADS:.3g}",
-                "time / ARACNe3": f"{r['wall_s'] / a3:.3f}{a3_note}",
+                "time / ARACNe3 warm": f"{r['wall_s'] / a3:.3f}{a3_note}",
                 "time / ARACNe-AP (recorded)": f"{r['wall_s'] / ap:.3f}",
             }
         )
@@ -387,9 +404,14 @@ def command_report(rows: Sequence[dict]) -> str:
             f"ARACNe3 not run (set ${ARACNE3_ENV}): its ratio uses the recorded figure of the "
             "reference notes, measured on another day and on its own synthetic data."
         )
+    else:
+        lines.append(
+            "The reference time is the mean of ARACNe3's later (warm) runs of this benchmark; "
+            "the runs were interleaved (netinfer, ARACNe3, netinfer, ...)."
+        )
     lines.append(
-        "MI pairs = regulators x (genes - 1) x resamples (the null is not counted). "
-        "Later runs: the best ARACNe3 run is the reference."
+        "MI pairs = regulators x (genes - 1) x resamples (the null is not counted); load is "
+        "the 1-minute load average before each run."
     )
     return "\n".join(lines) + "\n"
 
@@ -537,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("--only-commands", action="store_true", help="time the whole commands only")
     ap.add_argument(
+        "--later-runs", type=int, default=2, help="whole-command rounds after the first"
+    )
+    ap.add_argument(
         "--workdir",
         type=Path,
         default=ROOT / "bench-output" / "aracne_speed",
@@ -565,14 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.commands or args.only_commands:
         args.workdir = args.workdir.resolve()  # ARACNe3 runs inside it
         args.workdir.mkdir(parents=True, exist_ok=True)
-        rows = []
-        case = cases[-1]
-        for estimator in args.estimators:
-            print(f"whole command {case} ({estimator}) ...", file=sys.stderr, flush=True)
-            rows += command_runs(case, estimator, args.workdir)
-        if os.environ.get(ARACNE3_ENV):
-            print(f"ARACNe3 {case} ...", file=sys.stderr, flush=True)
-            rows += aracne3_runs(case, args.workdir)
+        rows = interleaved_commands(cases[-1], args.estimators, args.workdir, args.later_runs)
         text += "\n" + command_report(rows)
     print(text)
     if args.out:

@@ -1,14 +1,16 @@
 """Calibration of the APMI null's tail: observed over nominal exceedance on fresh null draws.
 
-For each sample size, the null model is fitted as ``netinfer aracne`` fits it (1 M null MI values,
-seed 3), and its thresholds at p = 1e-3 ... 1e-6 are applied to an independent, larger set of null
-MI values (seed 4). Seeds 1 and 2 served to choose the tail model (``netinfer.mi.null``); these are
-fresh. A calibrated tail gives observed / nominal near 1, within the Poisson error of the fresh
-draw count (the 95% band is printed). For comparison, the same values fitted by the tails tried
-before: exponential above the top 1% (generalized Pareto with shape 0, the previous model),
-generalized Pareto with free shape above the top 1%, and gamma above the top 1%.
+For each sample size, the null model is fitted as ``netinfer aracne`` fits it (the default 10 M
+null values, ``--seeds`` first), and its thresholds at p = 1e-3 ... 1e-6 are applied to an
+independent stream of fresh null MI values (the second seed), counted as they are simulated,
+never held. A calibrated tail gives observed / nominal near 1, within the Poisson error of the
+fresh draw count (the 95% band is printed). For comparison, the model of the first 1 M values of
+the same stream (the default before: the same tail model, gamma above the top 0.1%, fitted on
+1,000 values instead of 10,000). ``--tail-fractions`` compares other tail starts of the model.
+Seeds used so far are listed in bench/RESULTS.md: choose on some, report on others.
 
     PYTHONPATH=. python bench/null_calibration.py [--sizes 50 100 500 5000] [--fresh 20e6 ...]
+        [--seeds 7 8]
 """
 
 from __future__ import annotations
@@ -22,26 +24,15 @@ from scipy import stats
 
 os.environ["NETINFER_CACHE_DIR"] = ""  # measure fresh simulations, keep nothing on disk
 
-from netinfer.mi.null import fit_null, null_model  # noqa: E402
+from netinfer.mi.null import (  # noqa: E402
+    DEFAULT_NULL_PAIRS,
+    DEFAULT_TAIL_FRACTION,
+    null_batches,
+    null_model,
+)
 
 PVALUES = (1e-3, 1e-4, 1e-5, 1e-6)
-EARLIER_FRACTION = 0.01  # the tail start of the models tried before: the top 1%
-
-
-def earlier_tails(values: np.ndarray, n_samples: int):
-    """Threshold functions (p -> MI) of the exponential, free-shape generalized Pareto and gamma
-    tails above the top 1% of the null values, each fitted once."""
-    n_tail = int(round(EARLIER_FRACTION * values.size))
-    start = values[values.size - n_tail - 1]
-    excess = values[values.size - n_tail :] - start
-    scale = excess.mean()
-    shape, _, pareto_scale = stats.genpareto.fit(excess, floc=0)
-    gamma = fit_null(values, n_samples=n_samples, tail_fraction=EARLIER_FRACTION)
-    return (
-        lambda p: start + scale * np.log(EARLIER_FRACTION / p),
-        lambda p: start + stats.genpareto.isf(p / EARLIER_FRACTION, shape, 0, pareto_scale),
-        gamma.threshold,
-    )
+BEFORE_PAIRS = 1_000_000  # the default null size before issue 20
 
 
 def main() -> None:
@@ -51,37 +42,62 @@ def main() -> None:
         "--fresh",
         type=float,
         nargs="+",
-        default=[10e6, 20e6, 20e6, 2e6],
+        default=[20e6, 20e6, 20e6, 20e6],
         help="fresh null draws per size",
     )
     parser.add_argument(
-        "--null-pairs", type=float, default=1e6, help="null values of the fitted model"
+        "--null-pairs", type=float, default=DEFAULT_NULL_PAIRS, help="null values of the model"
     )
     parser.add_argument(
-        "--seeds", type=int, nargs=2, default=[3, 4], help="seeds of the fit and the fresh draws"
+        "--seeds", type=int, nargs=2, default=[7, 8], help="seeds of the fit and the fresh draws"
+    )
+    parser.add_argument(
+        "--tail-fractions",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_TAIL_FRACTION],
+        help="tail starts of the model (fractions of its null values above it) to compare",
     )
     args = parser.parse_args()
+    common = dict(scheme="none", fraction=1.0, min_split=3)
+    fit_seed, fresh_seed = args.seeds
     rows = []
     for n, fresh_pairs in zip(args.sizes, args.fresh, strict=True):
         started = time.perf_counter()
-        common = dict(scheme="none", fraction=1.0, min_split=3)
-        fit_seed, fresh_seed = args.seeds
-        model = null_model(n, seed=fit_seed, n_pairs=int(args.null_pairs), **common)
-        fresh = null_model(n, seed=fresh_seed, n_pairs=int(fresh_pairs), **common).values
-        seconds = time.perf_counter() - started
-        models = (model.threshold, *earlier_tails(model.values, n))
-        for p in PVALUES:
-            expected = p * fresh.size
+        models = [
+            null_model(n, seed=fit_seed, n_pairs=int(args.null_pairs), tail_fraction=f, **common)
+            for f in args.tail_fractions
+        ]
+        fit_seconds = time.perf_counter() - started
+        models.append(null_model(n, seed=fit_seed, n_pairs=BEFORE_PAIRS, **common))
+        thresholds = np.array([[m.threshold(p) for p in PVALUES] for m in models])
+        exceed, n_fresh = np.zeros(thresholds.shape), 0
+        started = time.perf_counter()
+        for values in null_batches(n, seed=fresh_seed, n_pairs=int(fresh_pairs), **common):
+            exceed += (values[:, None, None] > thresholds).sum(axis=0)
+            n_fresh += values.size
+        fresh_seconds = time.perf_counter() - started
+        for k, p in enumerate(PVALUES):
+            expected = p * n_fresh
             low, high = stats.poisson.interval(0.95, expected)
-            cells = [np.count_nonzero(fresh > threshold(p)) / expected for threshold in models]
-            rows.append((n, fresh.size, p, expected, low / expected, high / expected, *cells))
-        print(f"{n} samples: {seconds:.0f} s", flush=True)
+            ratios = exceed[:, k] / expected
+            rows.append((n, n_fresh, p, expected, low / expected, high / expected, *ratios))
+        print(
+            f"{n} samples: {models[0].n_values:,} null values in {fit_seconds:.0f} s "
+            f"({models[0].n_values * len(args.tail_fractions) / fit_seconds:,.0f} per s), "
+            f"{n_fresh:,} fresh in "
+            f"{fresh_seconds:.0f} s",
+            flush=True,
+        )
+    size = f"{args.null_pairs / 1e6:g} M null"
+    columns = [f"{size}, gamma above the top {100 * f:g}%" for f in args.tail_fractions]
+    columns.append("1 M null, gamma above the top 0.1% (before)")
     print(
-        "\n| samples | fresh draws | p | expected count | 95% band of a calibrated tail "
-        "| gamma, top 0.1% (now) | exponential, top 1% (before) | free-shape Pareto, top 1% "
-        "| gamma, top 1% |"
+        "\n| samples | fresh draws | p | expected count | 95% band of a calibrated tail | "
+        + " | ".join(columns)
+        + " |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (5 + len(columns)) + "|")
     for n, size, p, expected, low, high, *ratios in rows:
         cells = " | ".join(f"{r:.2f}" for r in ratios)
         print(f"| {n:,} | {size:,} | {p:g} | {expected:,.0f} | {low:.2f}-{high:.2f} | {cells} |")

@@ -17,7 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.options import add_qc_arguments, input_errors, qc_options
-from netinfer.sc.validate import read_h5ad, require_output_path, validate_counts
+
+# netinfer modules are imported by the commands that use them: `netinfer aracne` on a text matrix
+# loads no AnnData, pandas or scipy.stats before its result table (tests/test_imports.py)
 
 ESTIMATOR_NAMES = {
     "apmi": "adaptive partitioning (ARACNe), simulated null",
@@ -179,10 +181,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--null-pairs",
         type=int,
-        default=1_000_000,
+        default=10_000_000,
         metavar="N",
         help="apmi: null MI values simulated for the threshold, once per sample size and then "
-        "cached on disk; more reach deeper p-values before the fitted tail (default: 1000000)",
+        "cached on disk (only their top 10%%, at most 1 M, and a sample are kept); more reach "
+        "deeper p-values before the fitted tail (default: 10000000)",
     )
     run.add_argument(
         "--full-output",
@@ -527,7 +530,23 @@ def _prior_parsers(commands) -> None:
     collectri.add_argument("--overwrite", action="store_true")
 
 
+def _map_large_allocations() -> None:
+    """Have glibc give every allocation of 1 MiB or more its own mapping, returned to the system
+    when freed. By default glibc raises that threshold after each large free (up to 32 MB), so
+    that later arrays of the run come from the heap and stay resident after they are freed.
+    Measured on 5,000 genes x 500 samples x 300 regulators: a run with a warm cache peaked at
+    379 MB with the default and 310 MB with this (``MALLOC_MMAP_THRESHOLD_=1048576`` in the
+    environment does the same)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: its own policy applies
+
+
 def _aracne(args: argparse.Namespace, console: Console) -> None:
+    _map_large_allocations()
     from netinfer import distributed
     from netinfer.aracne import aracne
     from netinfer.io import (
@@ -728,6 +747,8 @@ def _store_command(args: argparse.Namespace, console: Console) -> int:
 
 def _gene_list(path: str) -> list[str]:
     if path.endswith(".h5ad"):
+        from netinfer.sc.validate import read_h5ad
+
         data = read_h5ad(path, what="--genes", backed=True)
         data.file.close()
         return list(data.var_names)
@@ -812,6 +833,8 @@ def _read_counts(
     """An h5ad checked as ``netinfer.sc.validate.validate_counts`` checks it (ids, finite raw
     counts over the whole matrix, labels where ``cell_type_key`` is given), with its matrix (X
     or ``layer``) as X and only its labelled cells."""
+    from netinfer.sc.validate import read_h5ad, validate_counts
+
     adata = read_h5ad(path, what=what)
     X, labelled = validate_counts(
         adata,
@@ -917,6 +940,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
     from netinfer import distributed
     from netinfer.io import atomic_write, read_regulators
     from netinfer.pipeline import celltype_networks, format_report
+    from netinfer.sc.validate import require_output_path
 
     adata = _read_counts(
         args.counts,

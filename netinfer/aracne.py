@@ -35,16 +35,16 @@ Defaults, and why:
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import pandas as pd
-from scipy import stats
-from tqdm.auto import tqdm
 
 from netinfer import distributed
 from netinfer.consolidate import CONSOLIDATION_TESTS, ResampleNetwork, consolidate
@@ -54,11 +54,11 @@ from netinfer.mi.apmi import (
     apmi_pairs,
     apmi_regulators,
     min_split_for,
-    random_tie_ranks,
     rank_codes,
+    resample_ranks,
 )
 from netinfer.mi.gcmi import (
-    copula_normalize,
+    copula_scores,
     effective_sample_size,
     gcmi_null,
     gcmi_pairs,
@@ -72,6 +72,11 @@ from netinfer.mi.null import (
     subsample_size,
 )
 from netinfer.prune import PRUNING_RULES, prune
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas (for the result tables) is imported when they are made, after the resamples, so a
+# run's peak memory does not hold it (tests/test_imports.py)
 
 FULL_DATA_STREAM = 0x66756C6C  # "full": the seed stream of the all-samples ranking
 
@@ -221,21 +226,42 @@ class AracneResult:
     recurrence: pd.DataFrame | None = None
 
 
-def _mi_matrix(values, reg_cols, settings: AracneSettings, rng) -> np.ndarray:
-    """MI of every regulator (rows) with every gene (columns); ``values`` is genes x samples."""
+@dataclass(frozen=True)
+class SortedGenes:
+    """The expression as genes x samples with each gene's stable sort order, made once per run,
+    so that a resample's ranks need no sort (``netinfer.mi.apmi.resample_ranks``)."""
+
+    values: np.ndarray
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> SortedGenes:
+        """From a samples x genes matrix."""
+        values = np.ascontiguousarray(X.T)
+        return cls(values, np.argsort(values, axis=1, kind="stable").astype(np.int32))
+
+    def ranks(self, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ranks (genes x draws) over the samples ``draws`` (ascending), ties broken at random:
+        the same as ``random_tie_ranks(values[:, draws], rng)``."""
+        priorities = rng.random((self.values.shape[0], draws.size))
+        return resample_ranks(self.values, self.order, draws, priorities)
+
+
+def _mi_matrix(ranks, reg_cols, settings: AracneSettings) -> np.ndarray:
+    """MI of every regulator (rows) with every gene (columns) from rank rows (genes x samples)."""
     if settings.estimator == "gcmi":
-        scores = copula_normalize(values, rng)
+        scores = copula_scores(ranks)
         return gcmi_regulators(scores, reg_cols, bias_correction=settings.bias_correction)
-    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    codes, widths = rank_codes(ranks, settings.partition)
     return apmi_regulators(codes, reg_cols, widths, min_split_for(settings.leaf_rule))
 
 
-def _mi_pairs(values, first, second, settings: AracneSettings, rng) -> np.ndarray:
-    """MI of the gene pairs (first[k], second[k]); ``values`` is genes x samples."""
+def _mi_pairs(ranks, first, second, settings: AracneSettings) -> np.ndarray:
+    """MI of the gene pairs (first[k], second[k]) from rank rows (genes x samples)."""
     if settings.estimator == "gcmi":
-        scores = copula_normalize(values, rng)
+        scores = copula_scores(ranks)
         return gcmi_pairs(scores, first, second, bias_correction=settings.bias_correction)
-    codes, widths = rank_codes(random_tie_ranks(values, rng), settings.partition)
+    codes, widths = rank_codes(ranks, settings.partition)
     return apmi_pairs(codes, first, second, widths, min_split_for(settings.leaf_rule))
 
 
@@ -259,13 +285,14 @@ def _run_null(n_samples: int, settings: AracneSettings):
 
 
 def _resample_network(
-    resample: int, *, X, reg_cols, settings: AracneSettings, cutoff, null
+    resample: int, *, data: SortedGenes, reg_cols, settings: AracneSettings, cutoff, null
 ) -> ResampleNetwork:
     """One resample's pruned network (a plain function of its arguments, run locally or on Dask)."""
     stream = FULL_DATA_STREAM if settings.scheme == "none" else resample
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, stream]))
-    idx = resample_indices(X.shape[0], settings.scheme, settings.subsample_fraction, rng)
-    mi = _mi_matrix(X[idx].T, reg_cols, settings, rng)
+    n_genes, n_samples = data.values.shape
+    idx = resample_indices(n_samples, settings.scheme, settings.subsample_fraction, rng)
+    mi = _mi_matrix(data.ranks(idx, rng), reg_cols, settings)
     if settings.estimator == "gcmi" and settings.scheme == "bootstrap":
         # duplicated draws act as weights: the law holds at this resample's own effective size
         null = gcmi_null(
@@ -293,7 +320,7 @@ def _resample_network(
     # pruning removes edges regardless of truth: the false-positive rate shrinks with the kept share
     rate *= reg.size / n_thresholded if n_thresholded else 1.0
     return ResampleNetwork(
-        edge_ids=reg.astype(np.int64) * X.shape[1] + gene,
+        edge_ids=reg.astype(np.int64) * n_genes + gene,
         mi=mi[reg, gene],
         false_positive_rate=rate,
         n_thresholded=n_thresholded,
@@ -302,17 +329,39 @@ def _resample_network(
 
 def _spearman(X: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Spearman correlation (average ranks for ties) of the column pairs (first[k], second[k])."""
-    z = stats.rankdata(X, axis=0)
+    columns, index = np.unique(np.concatenate([first, second]), return_inverse=True)
+    z = np.empty((X.shape[0], columns.size))
+    step = max(1, 2**18 // X.shape[0])  # columns at once: temporaries and gathers of 2 MB
+    for start in range(0, columns.size, step):
+        z[:, start : start + step] = average_ranks(X[:, columns[start : start + step]])
     z -= z.mean(axis=0)
     norms = np.linalg.norm(z, axis=0)
     norms[norms == 0] = np.inf
     z /= norms
+    first, second = index[: first.size], index[first.size :]
     out = np.empty(first.size)
-    step = max(1, 2**20 // z.shape[0])  # pairs per chunk: two gathered blocks of 8 MB
     for start in range(0, first.size, step):
         chunk = slice(start, start + step)
         out[chunk] = np.einsum("ij,ij->j", z[:, first[chunk]], z[:, second[chunk]])
     return out
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n within each column of ``values`` (n x k), tied values sharing the mean of
+    their ranks (``scipy.stats.rankdata``'s default, without importing scipy.stats)."""
+    n = values.shape[0]
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    position = np.arange(n)[:, None]
+    starts = np.ones(ordered.shape, dtype=bool)  # a position that opens a run of ties
+    starts[1:] = ordered[1:] != ordered[:-1]
+    ends = np.ones(ordered.shape, dtype=bool)  # a position that closes one
+    ends[:-1] = starts[1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=0)
+    last = np.minimum.accumulate(np.where(ends, position, n - 1)[::-1], axis=0)[::-1]
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
+    return ranks
 
 
 def _check_regulators(regulators: Sequence[str], genes: np.ndarray, source: str) -> np.ndarray:
@@ -476,10 +525,9 @@ def aracne(
         null_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
         runs = list(range(max(1, resamples)))
-        broadcast = dict(X=X, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
-        with tqdm(
-            total=len(runs), desc="ARACNe resamples", unit="net", disable=not progress
-        ) as bar:
+        data = SortedGenes.of(X)
+        broadcast = dict(data=data, reg_cols=reg_cols, settings=settings, cutoff=cutoff, null=null)
+        with _progress_bar(len(runs), progress) as bar:
             if client is None:
                 networks = []
                 for resample in runs:
@@ -491,11 +539,16 @@ def aracne(
                 )
         resamples_seconds = time.perf_counter() - step_started
         step_started = time.perf_counter()
-        edges = _final_edges(X, genes, reg_cols, networks, settings, null, full_output)
+        full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
+        full_ranks = [data.ranks(np.arange(n_samples), full_rng)]  # _final_edges empties it
+        del data, broadcast  # the sorted matrix is done with: its memory goes before the tables
+        edges = _final_edges(X, full_ranks, genes, reg_cols, networks, settings, null, full_output)
         seen, seen_count = np.unique(
             np.concatenate([net.edge_ids for net in networks]), return_counts=True
         )
         seen_reg, seen_gene = np.divmod(seen, n_genes)
+        import pandas as pd
+
         recurrence = pd.DataFrame(
             {
                 "regulator": genes[reg_cols[seen_reg]].astype(str),
@@ -515,7 +568,7 @@ def aracne(
         "resample_size": int(size),
         "null_resample_size": int(null.n_samples),
         "threshold": float(cutoff) if fdr is None else None,
-        "null_pairs": int(null.values.size) if estimator == "apmi" else 0,  # GCMI: analytic
+        "null_pairs": int(null.n_values) if estimator == "apmi" else 0,  # GCMI: analytic
         "edges_per_resample": [int(net.edge_ids.size) for net in networks],
         "final_edges": int(edges["significant"].sum()) if full_output else int(len(edges)),
         "tested_pairs": int(reg_cols.size * (n_genes - 1)),
@@ -529,8 +582,13 @@ def aracne(
     )
 
 
-def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> pd.DataFrame:
-    """Consolidate (two resamples or more) and describe each edge on all samples."""
+def _final_edges(
+    X, full_ranks, genes, reg_cols, networks, settings, null, full_output
+) -> pd.DataFrame:
+    """Consolidate (two resamples or more) and describe each edge on all samples.
+
+    ``full_ranks`` holds every gene's ranks over all samples (genes x samples); it is emptied
+    once the final MI is computed, so that memory is free before the tables are made."""
     n_genes = X.shape[1]
     n_possible = reg_cols.size * (n_genes - 1)
     if len(networks) >= 2:
@@ -546,7 +604,6 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         count = np.ones(ids.size, dtype=np.int64)
         pvalue, keep = None, np.ones(ids.size, dtype=bool)
 
-    full_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, FULL_DATA_STREAM]))
     if full_output:
         # every regulator-target pair, with what consolidation found for the pairs it saw
         n_pairs = reg_cols.size * n_genes
@@ -556,7 +613,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         seen_count[ids] = count
         significant = np.zeros(n_pairs, dtype=bool)
         significant[ids] = keep
-        mi = _mi_matrix(X.T, reg_cols, settings, full_rng).ravel()[pairs]
+        mi = _mi_matrix(full_ranks.pop(), reg_cols, settings).ravel()[pairs]
         reg, gene, count, keep_mask = reg[pairs], gene[pairs], seen_count[pairs], significant[pairs]
         if pvalue is None:
             pvalue = null.pvalue(mi)
@@ -567,9 +624,12 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
     else:
         reg, gene = np.divmod(ids[keep], n_genes)
         count = count[keep]
-        mi = _mi_pairs(X.T, reg_cols[reg], gene, settings, full_rng)
+        mi = _mi_pairs(full_ranks.pop(), reg_cols[reg], gene, settings)
         pvalue = null.pvalue(mi) if pvalue is None else pvalue[keep]
         keep_mask = None
+
+    scc = _spearman(X, reg_cols[reg], gene)
+    import pandas as pd
 
     table = pd.DataFrame(
         {
@@ -578,7 +638,7 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
             "mi": mi,
             "pvalue": pvalue,
             "count": count.astype(np.int64),
-            "scc": _spearman(X, reg_cols[reg], gene),
+            "scc": scc,
             "log_p": np.log(np.maximum(pvalue, np.finfo(float).tiny)),
         }
     )
@@ -586,6 +646,23 @@ def _final_edges(X, genes, reg_cols, networks, settings, null, full_output) -> p
         table["significant"] = keep_mask
     order = np.lexsort((table["target"], table["regulator"], -table["mi"].to_numpy()))
     return table.iloc[order].reset_index(drop=True)
+
+
+def _progress_bar(total: int, shown: bool):
+    """A tqdm bar over the resamples, or a silent stand-in (tqdm is imported only to show one)."""
+    if not shown:
+        return nullcontext(_NoBar())
+    if "IPython" in sys.modules:  # a notebook's widget
+        from tqdm.auto import tqdm
+    else:  # the plain bar, without tqdm.auto's asyncio (6 MB)
+        from tqdm import tqdm
+
+    return tqdm(total=total, desc="ARACNe resamples", unit="net")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 def aracne_adata(

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 CONSOLIDATION_TESTS = ("poisson", "binomial", "poisson-ap")
 
@@ -79,11 +79,11 @@ def consolidate(
     n_resamples = len(networks)
     if test in ("poisson", "poisson-ap"):
         lam = all_ids.size / n_possible
-        shift = 0 if test == "poisson-ap" else 1  # sf(k - 1) = P(X >= k); sf(k) = P(X > k)
-        tail = lambda k: stats.poisson.sf(k - shift, lam)  # noqa: E731
+        shift = 0 if test == "poisson-ap" else 1  # pdtrc(k, lam) = P(X > k)
+        tail = lambda k: special.pdtrc(k - shift, lam)  # noqa: E731
     else:
         theta = float(np.mean([net.false_positive_rate for net in networks]))
-        tail = lambda k: stats.binom.sf(k - 1, n_resamples, theta)  # noqa: E731
+        tail = lambda k: special.bdtrc(k - 1, n_resamples, theta)  # noqa: E731  P(X >= k)
     pvalue = np.minimum(1.0, tail(count) * n_possible)
     best = min(1.0, float(tail(n_resamples)) * n_possible)
     if all_ids.size and best >= alpha:

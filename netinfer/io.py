@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import os
+import sys
 import uuid
 import warnings
 import zlib
@@ -18,11 +19,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas and scipy.sparse are imported where they are needed: `netinfer aracne` on a text
+# matrix needs neither until its result table (tests/test_imports.py)
 
 __all__ = [
     "Expression",
@@ -172,7 +176,7 @@ def validate_expression(
     UserWarning
         For duplicated sample ids and for constant genes.
     """
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = X.toarray() if _is_sparse(X) else np.asarray(X)
     if X.ndim != 2:
         raise InputError(f"{source}: expected a 2-D samples x genes matrix, got {X.ndim}-D")
     if X.size == 0:
@@ -197,13 +201,13 @@ def validate_expression(
             f"{source}: {n_samples} samples, but at least {min_samples} are needed "
             f"(min_samples={min_samples})"
         )
-    dup_genes = pd.unique(genes[pd.Index(genes).duplicated()])
+    dup_genes = _duplicated(genes)
     if len(dup_genes):
         raise InputError(
             f"{source}: {len(dup_genes)} gene ids occur more than once "
             f"(e.g. {_examples(dup_genes, quote=True)}); gene ids must be unique"
         )
-    dup_samples = pd.unique(samples[pd.Index(samples).duplicated()])
+    dup_samples = _duplicated(samples)
     if len(dup_samples):
         warnings.warn(
             f"{source}: {len(dup_samples)} sample ids occur more than once "
@@ -497,6 +501,8 @@ def read_network(path: str | os.PathLike[str], *, with_lines: bool = False):
             )
         body.append(fields)
         lines.append(number)
+    import pandas as pd
+
     table = pd.DataFrame(body, columns=list(columns.values()))
     for column in table.columns[2:]:
         values = pd.to_numeric(table[column], errors="coerce")
@@ -593,6 +599,11 @@ def _read_text_matrix(source: str, sep: str) -> tuple[np.ndarray, np.ndarray, li
         n_fields = len(header)
     if n_fields < 2:
         raise InputError(f"{source}: empty matrix (no sample columns)")
+    X, genes = _read_plain_rows(source, sep, n_fields)
+    if X is not None:
+        return X, genes, samples
+
+    import pandas as pd
 
     try:
         # na_filter=False: 'NA' stays text so gene ids like 'NA' survive and missing cells are
@@ -655,6 +666,43 @@ def _read_text_matrix(source: str, sep: str) -> tuple[np.ndarray, np.ndarray, li
     return X, genes, samples
 
 
+class _NotPlain(Exception):
+    """A row the fast reader leaves to the thorough one (and its messages)."""
+
+
+def _read_plain_rows(source: str, sep: str, n_fields: int):
+    """The fast path of ``_read_text_matrix``: numpy's C parser over the value fields, the gene
+    ids split off line by line. Returns (samples x genes X, gene ids), or (None, None) when any
+    row is not plain (wrong field count, empty gene id, a cell that is not a finite number), so
+    that the thorough pandas parse finds and names the problem."""
+    genes: list[str] = []
+
+    def value_fields(handle):
+        for line in handle:
+            line = line.rstrip("\r\n")
+            if not line:
+                continue  # blank lines are skipped, as pandas does
+            if line.count(sep) != n_fields - 1:
+                raise _NotPlain
+            gene, _, values = line.partition(sep)
+            if not gene.strip():
+                raise _NotPlain
+            genes.append(gene)
+            yield values
+
+    try:
+        with _open_text(source) as fh:
+            fh.readline()  # the header
+            values = np.loadtxt(
+                value_fields(fh), delimiter=sep, dtype=np.float64, comments=None, ndmin=2
+            )
+    except (_NotPlain, ValueError):  # UnicodeDecodeError too: the thorough parse reports it
+        return None, None
+    if values.shape != (len(genes), n_fields - 1) or not np.isfinite(values).all():
+        return None, None
+    return np.ascontiguousarray(values.T), np.asarray(genes, dtype=object)
+
+
 def _data_line_numbers(source: str, sep: str, n_fields: int) -> np.ndarray:
     """Return the 1-based line number of each data row, or raise for rows of the wrong width.
 
@@ -704,6 +752,23 @@ def _open_text(source: str) -> IO[str]:
     if source.lower().endswith(".gz"):
         return gzip.open(source, "rt", encoding="utf-8-sig")
     return open(source, encoding="utf-8-sig")
+
+
+def _is_sparse(X) -> bool:
+    """Whether X is a SciPy sparse matrix (if it is, scipy.sparse was imported already)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def _duplicated(ids: np.ndarray) -> list[str]:
+    """The ids that occur more than once, in the order of their second occurrence."""
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            repeated[i] = None
+        seen.add(i)
+    return list(repeated)
 
 
 def _as_ids(ids: Iterable) -> np.ndarray:

@@ -19,6 +19,7 @@ from netinfer.mi.apmi import (
     partition_tables,
     random_tie_ranks,
     rank_codes,
+    resample_ranks,
 )
 
 
@@ -70,6 +71,26 @@ def test_ranks_are_permutations_with_per_gene_random_ties():
     assert not np.array_equal(ranks[0], ranks[1])  # each gene gets its own random order
     again = random_tie_ranks(values, np.random.default_rng(3))
     np.testing.assert_array_equal(ranks, again)
+
+
+@pytest.mark.parametrize("draw", ["subsample", "bootstrap", "all"])
+def test_resample_ranks_order_by_value_then_priority(draw):
+    """Ranks from each gene's sort order over all samples equal a lexicographic sort of the
+    resample's (value, priority) pairs (the brute force), with many ties: rounded values, and
+    bootstrap repeats."""
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=(30, 90)), 1)  # genes x samples
+    draws = {
+        "subsample": np.sort(rng.choice(90, size=57, replace=False)),
+        "bootstrap": np.sort(rng.integers(0, 90, size=90)),
+        "all": np.arange(90),
+    }[draw]
+    priorities = rng.random((30, draws.size))
+    order = np.argsort(values, axis=1, kind="stable").astype(np.int32)
+    ranks = resample_ranks(values, order, draws, priorities)
+    for gene in range(30):
+        by_value_then_priority = np.lexsort((priorities[gene], values[gene, draws]))
+        np.testing.assert_array_equal(ranks[gene, by_value_then_priority], np.arange(draws.size))
 
 
 def test_regulator_matrix_symmetric_and_thread_independent():

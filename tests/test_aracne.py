@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from conftest import planted_network
 
 from netinfer import InputError, aracne, aracne_adata
-from netinfer.aracne import COMPAT_PRESETS
+from netinfer.aracne import COMPAT_PRESETS, _spearman, average_ranks
 from netinfer.distributed import prepare_client
 
 FAST = dict(resamples=8, null_pairs=100_000, seed=3)
@@ -210,3 +210,20 @@ def test_poisson_ap_consolidation_is_aracne_aps_strict_tail():
         theirs.pvalue, np.minimum(1, 100 * stats.poisson.sf(ours.count, lam))
     )
     assert (theirs.pvalue < ours.pvalue).all()
+
+
+def test_average_ranks_and_spearman_equal_scipy():
+    """Against scipy.stats (the independent reference): ties share their mean rank."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(57, 40)), 1)  # many ties
+    X[:, 3] = 1.0  # a constant column
+    np.testing.assert_array_equal(average_ranks(X), stats.rankdata(X, axis=0))
+    first, second = rng.integers(0, 40, size=(2, 300))
+    varying = (first != 3) & (second != 3)
+    pairs = zip(first[varying], second[varying], strict=True)
+    expected = [stats.spearmanr(X[:, a], X[:, b])[0] for a, b in pairs]
+    result = _spearman(X, first, second)
+    np.testing.assert_allclose(result[varying], expected, rtol=1e-12)
+    assert np.all(result[~varying] == 0.0)  # a constant column: no correlation

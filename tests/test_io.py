@@ -125,6 +125,22 @@ def test_read_text_crlf_bom_and_blank_lines(tmp_path):
     assert list(expr.samples) == SAMPLES
 
 
+def test_fast_reader_parses_every_notation_exactly(tmp_path):
+    """Well-formed files take numpy's parser: every value is Python's float() of its text, the
+    correctly rounded one, in every notation a file may use (pandas' default parser, used before,
+    was off by up to 3e-13 relative on 17-digit values)."""
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(size=(40, 25)) * 10.0 ** rng.integers(-12, 12, size=(40, 25))
+    formats = ("{:.17g}", "{:.6g}", "{:.3e}", "{:.2f}", "{:.0f}", "{:.4E}")
+    text = [
+        [formats[(i + j) % 6].format(v) for j, v in enumerate(row)] for i, row in enumerate(values)
+    ]
+    lines = ["gene\t" + "\t".join(f"S{j}" for j in range(25))]
+    lines += [f"G{i}\t" + "\t".join(row) for i, row in enumerate(text)]
+    expected = np.array([[float(cell) for cell in row] for row in text]).T
+    np.testing.assert_array_equal(read_expression(write_lines(tmp_path, lines)).X, expected)
+
+
 def test_read_text_integer_values(tmp_path):
     path = write_lines(tmp_path, ["gene\ta\tb\tc", "G1\t1\t2\t3", "G2\t4\t5\t7"])
     expr = read_expression(path)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from netinfer.mi.null import benjamini_hochberg_cutoff, fit_null, null_model
+import netinfer.mi.null as null_module
+from netinfer.mi.null import (
+    KEPT_FRACTION,
+    benjamini_hochberg_cutoff,
+    fit_null,
+    null_batches,
+    null_model,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -19,32 +26,74 @@ def private_null_cache(tmp_path, monkeypatch):
 
 
 def test_fitted_pvalues_are_calibrated_on_an_independent_null():
-    """Fit on the default 1 M null values, count exceedances among 4 M fresh ones. The bounds are
-    4 binomial standard deviations of the two draw counts (the fit's empirical count at p and
-    the fresh count), so a calibrated tail cannot fail them. Measured: 0.98 and 0.92 of nominal
-    (bounds +-0.14, +-0.44); the exponential tail this replaced gave 0.90 and 0.64, inside these
-    bounds too: the deeper p-values that tell them apart are in bench/null_calibration.py."""
+    """Fit on the default 10 M null values, count exceedances among 4 M fresh ones (streamed,
+    never held). The bounds are 4 binomial standard deviations of the two draw counts (the
+    fit's empirical count at p and the fresh count), so a calibrated tail cannot fail them.
+    Deeper p-values need more fresh draws than a test can afford: bench/null_calibration.py."""
     fitted = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=1)
-    fresh = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=4_000_000)
-    n_fit, n_fresh = fitted.values.size, fresh.values.size
-    for p in (1e-3, 1e-4):
-        observed = np.count_nonzero(fresh.values > fitted.threshold(p)) / n_fresh
-        relative_sd = np.sqrt((1 - p) / p * (1 / n_fit + 1 / n_fresh))
-        assert abs(observed / p - 1) <= 4 * relative_sd, (p, observed / p)
+    pvalues = np.array([1e-3, 1e-4])
+    thresholds = np.array([fitted.threshold(p) for p in pvalues])
+    exceed, n_fresh = np.zeros(2), 0
+    fresh = dict(scheme="none", fraction=1.0, min_split=3, seed=2, n_pairs=4_000_000)
+    for values in null_batches(100, **fresh):
+        exceed += (values[:, None] > thresholds).sum(axis=0)
+        n_fresh += values.size
+    observed = exceed / n_fresh
+    relative_sd = np.sqrt((1 - pvalues) / pvalues * (1 / fitted.n_values + 1 / n_fresh))
+    assert np.all(np.abs(observed / pvalues - 1) <= 4 * relative_sd), observed / pvalues
+
+
+def test_streamed_summary_equals_the_sorted_null():
+    """The model keeps the top of the stream and a sample of the rest; against all values
+    held and sorted (the brute force): the same top values, the exact empirical p-value and
+    np.quantile's threshold wherever the top reaches."""
+    args = dict(scheme="subsample", fraction=0.632, min_split=3, seed=4, n_pairs=600_000)
+    model = null_model(120, **args)
+    values = np.sort(np.concatenate(list(null_batches(120, **args))))
+    assert model.n_values == values.size
+    np.testing.assert_array_equal(model.top, values[values.size - model.top.size :])
+    assert model.top.size >= KEPT_FRACTION * values.size  # below KEPT_MAX here
+    assert values[values.size - model.top.size - 1] < model.top[0]  # no tie split at the cut
+    mi = np.quantile(values, [0.92, 0.97, 0.995, 0.9985])
+    counts = values.size - np.searchsorted(values, mi, side="left")
+    np.testing.assert_array_equal(model.pvalue(mi), (counts + 1) / (values.size + 1))
+    for p in (0.09, 0.05, 0.01, 0.002):
+        assert model.threshold(p) == pytest.approx(np.quantile(values, 1 - p), rel=1e-12)
+    # below the top: the sample's estimate, close to the exact rate
+    assert model.pvalue(np.quantile(values, 0.5)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_larger_null_keeps_at_most_kept_max_values(monkeypatch):
+    """Memory does not grow with the null's size: past KEPT_MAX the kept top is a smaller
+    fraction, still exact, the tail starts where it did, and a sample covers the rest."""
+    monkeypatch.setattr(null_module, "KEPT_MAX", 20_000)
+    args = dict(scheme="none", fraction=1.0, min_split=3, seed=6, n_pairs=600_000)
+    model = null_model(60, **args)
+    values = np.sort(np.concatenate(list(null_batches(60, **args))))
+    assert 20_000 <= model.top.size < 0.1 * values.size
+    np.testing.assert_array_equal(model.top, values[values.size - model.top.size :])
+    assert model.tail_start == values[values.size - round(0.001 * values.size) - 1]
+    # below the top: the sample's estimate, within its binomial error of the exact rate
+    mi = np.quantile(values, 0.9)
+    exact = np.count_nonzero(values >= mi) / values.size
+    assert model.pvalue(mi) == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 1e5))
 
 
 def test_cold_and_warm_disk_cache_give_the_same_null(private_null_cache):
     args = dict(scheme="subsample", fraction=0.632, min_split=4, seed=5, n_pairs=100_000)
     cold = null_model(90, **args)
-    (cached,) = private_null_cache.glob("null-90-*.npy")
+    (cached,) = private_null_cache.glob("null-90-*.npz")
     null_model.cache_clear()
     warm = null_model(90, **args)
-    np.testing.assert_array_equal(warm.values, cold.values)
+    np.testing.assert_array_equal(warm.top, cold.top)
+    np.testing.assert_array_equal(warm.body, cold.body)
     assert warm.threshold(1e-8) == cold.threshold(1e-8) and warm.n_samples == 57
-    cached.write_bytes(b"not a numpy file")  # a damaged cache is simulated again
-    null_model.cache_clear()
-    assert null_model(90, **args).threshold(1e-8) == cold.threshold(1e-8)
-    assert np.array_equal(np.load(cached), cold.values)
+    for damage in (b"not a numpy file", cached.read_bytes()[:1000]):  # simulated again
+        cached.write_bytes(damage)
+        null_model.cache_clear()
+        assert null_model(90, **args).threshold(1e-8) == cold.threshold(1e-8)
+        with np.load(cached) as rewritten:
+            np.testing.assert_array_equal(rewritten["top"], cold.top)
 
 
 def test_null_is_a_pure_function_of_its_arguments():

@@ -64,7 +64,12 @@ def copula_normalize(values: np.ndarray, rng: np.random.Generator) -> np.ndarray
     Each row holds the normal scores of the gene's ranks (ties broken at random from ``rng``), with
     zero mean and unit norm, so the dot product of two rows is their correlation.
     """
-    return normal_scores(values.shape[1])[random_tie_ranks(values, rng)]
+    return copula_scores(random_tie_ranks(values, rng))
+
+
+def copula_scores(ranks: np.ndarray) -> np.ndarray:
+    """The normal scores (``normal_scores``) of rank rows (genes x samples, 0..m-1)."""
+    return normal_scores(ranks.shape[1])[ranks]
 
 
 def bias(n_samples: int) -> float:

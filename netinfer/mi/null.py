@@ -6,8 +6,8 @@ samples and on how the samples were drawn. We simulate it by running the *same* 
 ranking code on genes of independent random values, and compute the MI of all pairs among them.
 
 A p-value far below 1 / (number of null values) needs a tail model. Above the tail start ``u``
-(the ``1 - tail_fraction`` quantile of the null values, by default the top 1,000 of 1 M) the null
-values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
+(the ``1 - tail_fraction`` quantile of the null values, by default the top 10,000 of 10 M) the
+null values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
 P(MI > x) = tail_fraction * G(x) / G(u), with G the gamma survival function. Below ``u``
 p-values are empirical. Why gamma: 2 m MI of a fixed partition is chi-square under independence,
 and a chi-square's log-survival steepens with x towards its exponential rate. What was tried
@@ -20,15 +20,28 @@ chosen on simulation seeds 1 and 2, reported in bench/RESULTS.md on fresh seeds)
   its negative shape ends the tail too soon;
 - gamma above the top 1%: 0.96, 1.09, 1.30, 1.35 at 100 samples but 1.01, 1.21, 1.52, 1.89 at
   500: the tail's shape changes between 1e-2 and 1e-4;
-- gamma above the top 0.1% (the default): 0.99, 1.03, 1.19, 1.25 at 100 samples, 0.89 to 1.19 at
-  500 (three 1 M subsets), 0.92, 0.95, 1.44, 1.90 at 50, where MI takes few distinct values.
+- gamma above the top 0.1%: 0.99, 1.03, 1.19, 1.25 at 100 samples, 0.89 to 1.19 at 500 (three
+  1 M subsets), 0.92, 0.95, 1.44, 1.90 at 50, where MI takes few distinct values.
 
-On fresh seeds (bench/RESULTS.md) the default is calibrated at 1e-3 and 1e-4 (0.99 to 1.13) but
-anti-conservative deeper (1.2 to 1.9 at 1e-5, 1.4 to 2.7 at 1e-6, 50 to 5,000 samples): one fit
-from 1,000 tail values varies too much for two decades of extrapolation.
+With 1 M null values that gamma tail rests on 1,000 values, and on fresh seeds it was
+anti-conservative at 1e-5 and 1e-6 (up to 1.9 and 2.7): one fit varies too much for three
+decades of extrapolation. The default is therefore 10 M null values, the same model on 10,000
+tail values (checked on seeds 5-6 at 100 and 500 samples, then on 7-8 with 100 M fresh values at
+50 to 500 samples and 40 M at 5,000: 0.79 to 1.27 at every p from 1e-3 to 1e-6; starting the tail
+at the top 0.03% or 0.01% instead was no better, 0.62 to 1.45). On the report seeds (9-10,
+bench/RESULTS.md) it gave 0.96-1.06 from 1e-3 to 1e-5 but 0.91-1.51 at 1e-6: the fit still
+varies by about +-40% three decades below the tail start. A simulated null costs about 3-4 s
+at 316 samples and 20-30 s at 3,160 on two cores, once per sample size.
+
+The values are summarized as they are simulated (``_summarize``): the top 10% exactly, at most
+1 M values (with 10 M, every p-value from the tail start to 0.1 is the exact empirical one over
+all of them), and the first 100,000 values as a sample for larger p-values. So the simulation
+holds a few batches and about 1.1 M values whatever the null's size, and the disk cache holds
+the same (about 9 MB per key).
 
 ``tests/test_null.py`` checks p-values from a fit on one sample against the exceedance rates of an
-independent one; ``bench/null_calibration.py`` runs the table above at 50 to 5,000 samples.
+independent one, and the streamed summary against all values sorted; ``bench/null_calibration.py``
+runs the table above at 50 to 5,000 samples.
 
 The Gaussian-copula estimator needs no simulation: its null law is analytic
 (``netinfer.mi.gcmi.GaussianCopulaNull``, with the same ``pvalue`` and ``threshold`` methods), and
@@ -38,38 +51,56 @@ ARACNe-AP's fit regresses on the wrong array, so its threshold hardly moves with
 ARACNe3's cached null changes results between a cold and a warm cache. Here the null is a pure
 function of (sample size, resampling scheme, estimator, seed, size), so every run with the same
 seed gets the same threshold. It is computed once per such key and cached twice: in the process
-(``functools.lru_cache``) and on disk, as the exact null values in one ``.npy`` file per key under
-``null_cache_dir()``; a warm cache gives the same values, hence the same fit, as a cold one.
+(``functools.lru_cache``) and on disk, as the summary and its fitted tail in one ``.npz`` file per
+key under ``null_cache_dir()``; a warm cache gives the same model as a cold one (and needs no
+fit, so no scipy.optimize).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import special
 
 from netinfer.io import atomic_write
 from netinfer.mi.apmi import apmi_pairs, random_tie_ranks, rank_codes
 
-DEFAULT_NULL_PAIRS = 1_000_000
-DEFAULT_TAIL_FRACTION = 0.001  # the top 1,000 of the default 1 M null values
+DEFAULT_NULL_PAIRS = 10_000_000
+DEFAULT_TAIL_FRACTION = 0.001  # the top 10,000 of the default 10 M null values
+#: The top 10% of the null values are kept exactly, but at most ``KEPT_MAX`` of them: with the
+#: default 10 M, every p-value from the tail start to 0.1 (the FDR pre-filter's range) is the
+#: exact empirical one, and a larger null costs time, not memory. Above them a sample serves.
+KEPT_FRACTION = 0.1
+KEPT_MAX = 1_000_000
+#: Null values kept (from the start of the stream) to estimate p-values above ``KEPT_FRACTION``.
+BODY_SAMPLE = 100_000
+#: Null genes per simulated batch: each batch gives all their pairs.
+NULL_GENES_PER_BATCH = 512
 #: Part of every disk-cache key: bump it when the simulation or the estimator changes its values.
-NULL_CACHE_VERSION = 1
+NULL_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
 class NullModel:
-    """Sorted null MI values with a truncated-gamma tail above the ``1 - tail_fraction`` quantile.
+    """The null MI distribution, summarized: its top values, a sample below them, and a
+    truncated-gamma tail above the ``1 - tail_fraction`` quantile.
 
     Attributes
     ----------
-    values
-        Null MI values, sorted ascending.
+    top
+        The largest null values (the top ``KEPT_FRACTION``, at most ``KEPT_MAX`` but at least
+        twice the tail, and every value equal to the smallest of them), sorted ascending.
+    body
+        A sample of the null values below ``top[0]``, sorted ascending.
+    n_values
+        Number of null values simulated.
     tail_start
         The MI ``u`` where the fitted tail begins.
     tail_fraction
@@ -80,66 +111,132 @@ class NullModel:
         The number of samples each null MI was computed on (after resampling).
     """
 
-    values: np.ndarray
+    top: np.ndarray
+    body: np.ndarray
+    n_values: int
     tail_start: float
     tail_fraction: float
     shape: float
     scale: float
     n_samples: int
 
-    def _tail_logsf(self, mi):
-        """log P(MI_null > mi) of the fitted tail (meaningful for mi >= tail_start)."""
-        gamma = stats.gamma(self.shape, scale=self.scale)
-        return np.log(self.tail_fraction) + gamma.logsf(mi) - gamma.logsf(self.tail_start)
+    def _tail_sf(self, mi):
+        """The fitted gamma's survival function at ``mi`` (nats)."""
+        return special.gammaincc(self.shape, np.asarray(mi) / self.scale)
 
     def pvalue(self, mi: np.ndarray | float) -> np.ndarray:
-        """P(MI_null >= mi): empirical below the tail start, the fitted tail above it."""
+        """P(MI_null >= mi): empirical up to the tail start, the fitted tail above it."""
         mi = np.asarray(mi, dtype=np.float64)
-        n = self.values.size
-        exceed = n - np.searchsorted(self.values, mi, side="left")
-        empirical = (exceed + 1.0) / (n + 1.0)
-        tail = np.exp(self._tail_logsf(np.maximum(mi, self.tail_start)))
+        n, n_top = self.n_values, self.top.size
+        at_least = n_top - np.searchsorted(self.top, mi, side="left")
+        if self.body.size:  # values below top[0] that reach mi, in proportion
+            share = 1.0 - np.searchsorted(self.body, mi, side="left") / self.body.size
+            at_least = at_least + (n - n_top) * share
+        empirical = (at_least + 1.0) / (n + 1.0)
+        tail = (
+            self.tail_fraction
+            * self._tail_sf(np.maximum(mi, self.tail_start))
+            / self._tail_sf(self.tail_start)
+        )
         return np.where(mi > self.tail_start, tail, empirical)
 
     def threshold(self, pvalue: float) -> float:
         """The MI whose null p-value is ``pvalue`` (edges need MI above it)."""
         if not 0.0 < pvalue < 1.0:
             raise ValueError(f"pvalue must be in (0, 1), not {pvalue}")
-        if pvalue >= self.tail_fraction:
-            return float(np.quantile(self.values, 1.0 - pvalue))
-        target = self._tail_logsf(self.tail_start) + np.log(pvalue / self.tail_fraction)
-        # the tail's log-survival is decreasing: bracket the root by doubling, then solve
-        step = self.scale * max(self.shape, 1.0)
-        high = self.tail_start + step
-        while self._tail_logsf(high) > target:
-            high += step
-            step *= 2
-        return float(
-            optimize.brentq(
-                lambda x: self._tail_logsf(x) - target, self.tail_start, high, xtol=1e-15
-            )
-        )
+        if pvalue < self.tail_fraction:
+            target = self._tail_sf(self.tail_start) * pvalue / self.tail_fraction
+            return float(self.scale * special.gammainccinv(self.shape, target))
+        # the 1 - pvalue quantile of all values, interpolated as np.quantile does
+        n, n_top = self.n_values, self.top.size
+        index = (n - 1) * (1.0 - pvalue) - (n - n_top)
+        if index >= 0:
+            lower = int(index)
+            upper = min(lower + 1, n_top - 1)
+            return float(self.top[lower] + (index - lower) * (self.top[upper] - self.top[lower]))
+        share_of_rest = (pvalue * n - n_top) / (n - n_top)  # P(MI >= x | MI < top[0])
+        return float(np.quantile(self.body, 1.0 - share_of_rest))
 
 
 def fit_null(values: np.ndarray, *, n_samples: int, tail_fraction: float = DEFAULT_TAIL_FRACTION):
-    """Fit the truncated-gamma tail of null MI ``values`` (see the module docstring)."""
-    values = np.sort(np.asarray(values, dtype=np.float64))
-    n_tail = int(round(tail_fraction * values.size))
+    """The null model of MI ``values`` held in memory (see ``NullModel`` and the module
+    docstring)."""
+    values = np.asarray(values, dtype=np.float64)
+    sample = values[:: max(1, values.size // BODY_SAMPLE)]  # in any order, sorted too
+    summary = _summarize([values], _kept_count(values.size, tail_fraction), sample)
+    return _fit(*summary, n_samples=n_samples, tail_fraction=tail_fraction)
+
+
+def _kept_count(n_values: int, tail_fraction: float) -> int:
+    """How many top values ``_summarize`` keeps of ``n_values`` (see ``KEPT_FRACTION``)."""
+    fraction = min(int(np.ceil(KEPT_FRACTION * n_values)), KEPT_MAX)
+    return max(1, fraction, 2 * int(round(tail_fraction * n_values)))
+
+
+def _summarize(batches, keep: int, sample: np.ndarray | None = None):
+    """Stream null values: keep the ``keep`` largest (with every value tied with the smallest
+    kept one) and, unless a ``sample`` is given, the first ``BODY_SAMPLE`` values (the batches
+    are independent, so they are a sample of all).
+
+    Returns ``top`` (sorted), ``body`` (the sample below ``top[0]``, sorted), the number of
+    values seen and the mean and variance of the sample.
+    """
+    cut = -np.inf  # every value >= cut is kept; cut only rises
+    kept, kept_size, seen = [], 0, 0
+    head, head_size = [], 0
+    for values in batches:
+        seen += values.size
+        if sample is None and head_size < BODY_SAMPLE:
+            head.append(values[: BODY_SAMPLE - head_size].copy())
+            head_size += head[-1].size
+        kept.append(values[values >= cut])
+        kept_size += kept[-1].size
+        if kept_size > 2 * keep:
+            pruned, cut = _prune_top(np.concatenate(kept), keep)
+            kept, kept_size = [pruned], pruned.size
+    top = np.sort(_prune_top(np.concatenate(kept), keep)[0])
+    if sample is None:
+        sample = np.concatenate(head)
+    moments = (float(sample.mean()), float(sample.var()))
+    return top, np.sort(sample[sample < top[0]]), seen, moments
+
+
+def _prune_top(values: np.ndarray, keep: int) -> tuple[np.ndarray, float]:
+    """The values at or above the ``keep``-th largest (ties kept), and that value."""
+    if values.size <= keep:
+        return values, -np.inf
+    cut = np.partition(values, values.size - keep)[values.size - keep]
+    return values[values >= cut], float(cut)
+
+
+def _fit(top, body, n_values, moments, *, n_samples: int, tail_fraction: float) -> NullModel:
+    """Fit the truncated-gamma tail by maximum likelihood (scipy.optimize is needed only here,
+    when a null is simulated, so a run with a cached null never imports it)."""
+    from scipy import optimize
+
+    n_tail = int(round(tail_fraction * n_values))
     if n_tail < 50:
         raise ValueError(
             f"a tail fit needs at least 50 null values above the tail start; "
-            f"{values.size} values x tail_fraction {tail_fraction} gives {n_tail}"
+            f"{n_values} values x tail_fraction {tail_fraction} gives {n_tail}"
         )
-    tail_start = float(values[values.size - n_tail - 1])
-    tail = values[values.size - n_tail :]
+    if n_tail >= top.size:
+        raise ValueError(f"tail_fraction {tail_fraction} must be below the kept {top.size} values")
+    tail_start = float(top[top.size - n_tail - 1])
+    tail = top[top.size - n_tail :]
+    log_tail_sum = np.log(tail).sum()
 
     def negative_log_likelihood(log_params):
         shape, scale = np.exp(log_params)
-        gamma = stats.gamma(shape, scale=scale)
-        return -(gamma.logpdf(tail).sum() - tail.size * gamma.logsf(tail_start))
+        log_pdf_sum = (
+            (shape - 1) * log_tail_sum
+            - tail.sum() / scale
+            - tail.size * (special.gammaln(shape) + shape * np.log(scale))
+        )
+        return -(log_pdf_sum - tail.size * np.log(special.gammaincc(shape, tail_start / scale)))
 
     # start from the moments of the whole null, where the gamma law holds roughly
-    mean, var = values.mean(), values.var()
+    mean, var = moments
     start = np.log([mean**2 / var, var / mean])
     fit = optimize.minimize(
         negative_log_likelihood,
@@ -149,7 +246,14 @@ def fit_null(values: np.ndarray, *, n_samples: int, tail_fraction: float = DEFAU
     )
     shape, scale = np.exp(fit.x)
     return NullModel(
-        values, tail_start, n_tail / values.size, float(shape), float(scale), n_samples
+        top,
+        body,
+        int(n_values),
+        tail_start,
+        n_tail / n_values,
+        float(shape),
+        float(scale),
+        n_samples,
     )
 
 
@@ -196,11 +300,11 @@ def null_model(
     """Simulate (or load from the disk cache) and fit the null MI distribution for data of
     ``n_samples`` samples.
 
-    Null genes of independent normal values go through ``resample_indices`` and the random-tie
-    ranking exactly as real genes do; all pairs within batches of genes give ``n_pairs`` null MI
-    values (bootstrap draws differ between batches, so the null averages over draws). Cached per
-    arguments, in the process and on disk (``null_cache_dir``); the result is a pure function of
-    them.
+    The values come from ``null_batches`` and are summarized as they stream (``NullModel``: the
+    top 10% exactly, a sample of the rest), so memory stays at a few batches and the kept values
+    whatever ``n_pairs`` is. Cached per arguments, in the process and on disk
+    (``null_cache_dir``, with the fitted tail, so a warm cache needs no fit); the result is a
+    pure function of them.
 
     Parameters
     ----------
@@ -219,43 +323,103 @@ def null_model(
     tail_fraction
         Fraction of the null above the tail start.
     """
-    simulation = (n_samples, scheme, fraction, min_split, seed, partition, n_pairs)
+    simulation = dict(
+        scheme=scheme,
+        fraction=fraction,
+        min_split=min_split,
+        seed=seed,
+        partition=partition,
+        n_pairs=n_pairs,
+    )
     resample_size = subsample_size(n_samples, fraction) if scheme == "subsample" else n_samples
     directory = null_cache_dir()
     path = None
     if directory is not None:
-        key = hashlib.sha256(repr((NULL_CACHE_VERSION, *simulation)).encode()).hexdigest()[:24]
-        path = directory / f"null-{n_samples}-{key}.npy"
+        key = (NULL_CACHE_VERSION, n_samples, *simulation.values(), tail_fraction)
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+        path = directory / f"null-{n_samples}-{digest}.npz"
         try:
-            values = np.load(path, allow_pickle=False)
-            return fit_null(values, n_samples=resample_size, tail_fraction=tail_fraction)
-        except (OSError, ValueError):
+            return _load_model(path, resample_size)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # absent or unreadable: simulate, then (re)write it
-    values = _simulate_null(*simulation)
+    model = _fit(
+        *_summarize(
+            null_batches(n_samples, **simulation), _kept_count(null_size(n_pairs), tail_fraction)
+        ),
+        n_samples=resample_size,
+        tail_fraction=tail_fraction,
+    )
     if path is not None:
         try:
             with atomic_write(path, binary=True) as fh:
-                np.save(fh, values, allow_pickle=False)
+                np.savez(
+                    fh,
+                    top=model.top,
+                    body=model.body,
+                    fit=np.array(
+                        [
+                            model.n_values,
+                            model.tail_start,
+                            model.tail_fraction,
+                            model.shape,
+                            model.scale,
+                        ]
+                    ),
+                )
         except OSError:
             pass  # a read-only cache only costs the next run the simulation
-    return fit_null(values, n_samples=resample_size, tail_fraction=tail_fraction)
+    return model
 
 
-def _simulate_null(n_samples, scheme, fraction, min_split, seed, partition, n_pairs):
-    """``n_pairs`` (rounded up to whole batches) null MI values, sorted; see ``null_model``."""
+def _load_model(path: Path, n_samples: int) -> NullModel:
+    """A null model written by ``null_model``."""
+    # our own handle: np.load leaves its file open when a damaged archive fails to parse
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as stored:
+        n_values, tail_start, tail_fraction, shape, scale = stored["fit"]
+        return NullModel(
+            stored["top"],
+            stored["body"],
+            int(n_values),
+            float(tail_start),
+            float(tail_fraction),
+            float(shape),
+            float(scale),
+            n_samples,
+        )
+
+
+def null_size(n_pairs: int) -> int:
+    """The null values ``null_batches`` gives for ``n_pairs``: rounded up to whole batches."""
+    pairs_per_batch = NULL_GENES_PER_BATCH * (NULL_GENES_PER_BATCH - 1) // 2
+    return max(1, -(-n_pairs // pairs_per_batch)) * pairs_per_batch
+
+
+def null_batches(
+    n_samples: int,
+    *,
+    scheme: str,
+    fraction: float,
+    min_split: int,
+    seed: int,
+    partition: str = "netinfer",
+    n_pairs: int = DEFAULT_NULL_PAIRS,
+) -> Iterator[np.ndarray]:
+    """Null MI values, one batch at a time, ``null_size(n_pairs)`` in all.
+
+    Null genes of independent normal values go through ``resample_indices`` and the random-tie
+    ranking exactly as real genes do; each batch is the MI of all pairs among
+    ``NULL_GENES_PER_BATCH`` such genes (bootstrap draws differ between batches, so the null
+    averages over draws). The same arguments give the same values; a larger ``n_pairs`` extends
+    the same stream.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E756C6C]))  # "null" stream
-    genes_per_batch = 512
-    pairs_per_batch = genes_per_batch * (genes_per_batch - 1) // 2
-    n_batches = max(1, -(-n_pairs // pairs_per_batch))
-    first, second = np.triu_indices(genes_per_batch, k=1)
+    first, second = np.triu_indices(NULL_GENES_PER_BATCH, k=1)
     first, second = first.astype(np.int64), second.astype(np.int64)
-    values = []
-    for _ in range(n_batches):
+    for _ in range(null_size(n_pairs) // first.size):
         idx = resample_indices(n_samples, scheme, fraction, rng)
-        genes = rng.standard_normal((genes_per_batch, n_samples))[:, idx]
+        genes = rng.standard_normal((NULL_GENES_PER_BATCH, n_samples))[:, idx]
         codes, widths = rank_codes(random_tie_ranks(genes, rng), partition)
-        values.append(apmi_pairs(codes, first, second, widths, min_split))
-    return np.sort(np.concatenate(values))
+        yield apmi_pairs(codes, first, second, widths, min_split)
 
 
 def benjamini_hochberg_cutoff(pvalues: np.ndarray, n_tests: int, q: float) -> float:
