@@ -491,7 +491,9 @@ def downstream_tasks(
     unseen = ad.concat(parts) if len(parts) > 1 else parts[0]
     rng = np.random.default_rng(seed)
     labels = unseen.obs["cell_type"].astype(str).to_numpy()
-    rows = [rng.permutation(np.flatnonzero(labels == t))[:cells_per_type] for t in set(labels)]
+    rows = [
+        rng.permutation(np.flatnonzero(labels == t))[:cells_per_type] for t in np.unique(labels)
+    ]
     rows = np.sort(np.concatenate(rows)) if rows else np.array([], dtype=int)
     unseen = unseen[rows].copy()
     zero_shot = unseen if unseen.obs["cell_type"].nunique() >= 2 else None
