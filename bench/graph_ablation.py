@@ -108,45 +108,18 @@ PBMC = ["inferred", "collectri", "collectri shuffle", "vanilla"]
 #: (``choose-full``) and reported on ``report`` (``report-full``; other hubs, another seed). The
 #: ``-full`` pair is the size the issue asks for (~340 RegNetwork genes, 7 types x 1,000 cells:
 #: SERGIO takes 6-8 minutes for one on a free core, then it is cached).
+CHOOSE_HUBS = ("STAT3", "MYC", "TP53", "JUN", "E2F1", "SP1")
+REPORT_HUBS = ("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3")
+SMALL = dict(targets_per_hub=40, n_types=4, cells_per_type=300)
+FULL = dict(targets_per_hub=60, n_types=7, cells_per_type=1000)
 SIMULATIONS = {
-    "choose": dict(
-        hubs=("STAT3", "MYC", "TP53", "JUN", "E2F1", "SP1"),
-        targets_per_hub=40,
-        n_types=4,
-        cells_per_type=300,
-        seed=1,
-    ),
-    "report": dict(
-        hubs=("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3"),
-        targets_per_hub=40,
-        n_types=4,
-        cells_per_type=300,
-        seed=2,
-    ),
-    "choose-full": dict(
-        hubs=("STAT3", "MYC", "TP53", "JUN", "E2F1", "SP1"),
-        targets_per_hub=60,
-        n_types=7,
-        cells_per_type=1000,
-        seed=1,
-    ),
-    "report-full": dict(
-        hubs=("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3"),
-        targets_per_hub=60,
-        n_types=7,
-        cells_per_type=1000,
-        seed=2,
-    ),
+    "choose": dict(hubs=CHOOSE_HUBS, **SMALL, seed=1),
+    "report": dict(hubs=REPORT_HUBS, **SMALL, seed=2),
+    "choose-full": dict(hubs=CHOOSE_HUBS, **FULL, seed=1),
+    "report-full": dict(hubs=REPORT_HUBS, **FULL, seed=2),
     # report-full's cells sequenced ~7x deeper (library mean e^8): does the graph help once the
     # cells hold more than their depth? (added after report-full's table, not used to choose)
-    "report-deep": dict(
-        hubs=("NFKB1", "CEBPB", "EGR1", "FOS", "STAT1", "SP3"),
-        targets_per_hub=60,
-        n_types=7,
-        cells_per_type=1000,
-        seed=2,
-        log_library_mean=8.0,
-    ),
+    "report-deep": dict(hubs=REPORT_HUBS, **FULL, seed=2, log_library_mean=8.0),
 }
 #: simulation -> how many of its types (the last ones) are kept out of the cell stores: with
 #: the store's own held-out type they are the zero-shot cell types; the knock-outs of the same
