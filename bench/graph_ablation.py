@@ -348,7 +348,8 @@ def build_inputs(
             shuffled = degree_preserving_shuffle(kept_truth[["regulator", "target"]], seed)
             store.add_graph("shuffle", shuffled, kind="ppi")
     else:
-        shutil.copytree(full_graphs, graphs, dirs_exist_ok=False)
+        shutil.rmtree(graphs, ignore_errors=True)  # a rebuild replaces it, as hold_out_edges does
+        shutil.copytree(full_graphs, graphs)
     with GraphStore.open(graphs) as store:
         listing = store.list().set_index("name")["edges"]
         for name in graph_names - {"celltype"}:
