@@ -129,6 +129,10 @@ def test_threshold_and_pvalue_are_inverse_and_monotone():
     assert np.all(np.diff(thresholds) > 0)
     for p in (1e-4, 1e-8, 1e-12):
         assert model.pvalue(model.threshold(p)) == pytest.approx(p, rel=1e-9)
+    # across the edge of the kept top (the top 10%), from exact values to the body's sample
+    edge = model.top.size / model.n_values
+    near = np.linspace(edge - 1e-4, edge + 1e-4, 401)
+    assert np.all(np.diff([model.threshold(p) for p in near]) <= 0)
 
 
 def test_fit_rejects_too_small_tails():

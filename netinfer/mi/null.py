@@ -168,7 +168,9 @@ class NullModel:
             lower = int(index)
             upper = min(lower + 1, n_top - 1)
             return float(self.top[lower] + (index - lower) * (self.top[upper] - self.top[lower]))
-        share_of_rest = (pvalue * n - n_top) / (n - n_top)  # P(MI >= x | MI < top[0])
+        # P(MI >= x | MI < top[0]), clipped: next to top[0], np.quantile's index and p * n
+        # disagree by one value
+        share_of_rest = min(1.0, max(0.0, (pvalue * n - n_top) / (n - n_top)))
         return float(np.quantile(self.body, 1.0 - share_of_rest))
 
 
