@@ -181,11 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--null-pairs",
         type=int,
-        default=10_000_000,
+        default=None,
         metavar="N",
         help="apmi: null MI values simulated for the threshold, once per sample size and then "
         "cached on disk (only their top 10%%, at most 1 M, and a sample are kept); more reach "
-        "deeper p-values before the fitted tail (default: 10000000)",
+        "deeper p-values before the fitted tail (default: by samples per resample m, about "
+        "3e10 / m: 100 M up to 300, 10 M from 3,000; about 10 s on two cores)",
     )
     run.add_argument(
         "--full-output",

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from conftest import planted_network
 
 from netinfer import InputError, aracne, aracne_adata
-from netinfer.aracne import COMPAT_PRESETS, _spearman, average_ranks
+from netinfer.aracne import COMPAT_PRESETS, _spearman, average_ranks, benjamini_hochberg_edges
 from netinfer.distributed import prepare_client
 
 FAST = dict(resamples=8, null_pairs=100_000, seed=3)
@@ -227,3 +227,34 @@ def test_average_ranks_and_spearman_equal_scipy():
     result = _spearman(X, first, second)
     np.testing.assert_allclose(result[varying], expected, rtol=1e-12)
     assert np.all(result[~varying] == 0.0)  # a constant column: no correlation
+    # with the run's sort order (genes x samples, as SortedGenes keeps it): no sort, same ranks
+    order = np.argsort(X.T, axis=1, kind="stable").astype(np.int32)
+    np.testing.assert_array_equal(average_ranks(X, order.T), stats.rankdata(X, axis=0))
+    np.testing.assert_array_equal(_spearman(X, first, second, order), result)
+
+
+@pytest.mark.parametrize("estimator", ["apmi", "gcmi"])
+def test_fdr_edges_equal_benjamini_hochberg_over_every_candidate(estimator):
+    """Only candidates that can pass get a p-value (``benjamini_hochberg_edges``): the same
+    rejections as statsmodels' Benjamini-Hochberg over the p-values of every tested pair."""
+    from statsmodels.stats.multitest import multipletests
+
+    from netinfer.mi.gcmi import gcmi_null
+    from netinfer.mi.null import null_model
+
+    if estimator == "gcmi":
+        null = gcmi_null(80)
+    else:
+        null = null_model(80, scheme="none", fraction=1.0, min_split=3, seed=0, n_pairs=300_000)
+    rng = np.random.default_rng(1)
+    for planted, fdr in ((0, 0.05), (40, 0.05), (2_000, 0.05), (2_000, 0.2), (20_000, 0.01)):
+        pvalues = rng.random(100_000)  # the null's p-values of null pairs, then planted ones
+        pvalues[:planted] = 10 ** rng.uniform(-9, -3, planted)
+        mi = np.zeros(pvalues.size)  # p near 1: never a candidate
+        low = np.flatnonzero(pvalues < 0.09)
+        mi[low] = [null.threshold(p) for p in pvalues[low]]
+        candidates = mi > null.threshold(fdr)
+        reject = multipletests(null.pvalue(mi), alpha=fdr, method="fdr_bh")[0]
+        edges = benjamini_hochberg_edges(mi, candidates, null, mi.size, fdr)
+        np.testing.assert_array_equal(edges, reject & candidates)
+        assert edges.sum() >= 0.5 * min(planted, 1_000)

@@ -9,7 +9,11 @@ from statsmodels.stats.multitest import multipletests
 import netinfer.mi.null as null_module
 from netinfer.mi.null import (
     KEPT_FRACTION,
+    MAX_NULL_PAIRS,
+    MIN_NULL_PAIRS,
     benjamini_hochberg_cutoff,
+    default_null_pairs,
+    default_tail_values,
     fit_null,
     null_batches,
     null_model,
@@ -26,9 +30,10 @@ def private_null_cache(tmp_path, monkeypatch):
 
 
 def test_fitted_pvalues_are_calibrated_on_an_independent_null():
-    """Fit on the default 10 M null values, count exceedances among 4 M fresh ones (streamed,
-    never held). The bounds are 4 binomial standard deviations of the two draw counts (the
-    fit's empirical count at p and the fresh count), so a calibrated tail cannot fail them.
+    """Fit on the default null (100 M values at 100 samples), count exceedances among 4 M fresh
+    ones (streamed, never held). The bounds are 4 binomial standard deviations of the two draw
+    counts (the fit's empirical count at p and the fresh count), so a calibrated tail cannot
+    fail them.
     Deeper p-values need more fresh draws than a test can afford: bench/null_calibration.py."""
     fitted = null_model(100, scheme="none", fraction=1.0, min_split=3, seed=1)
     pvalues = np.array([1e-3, 1e-4])
@@ -41,6 +46,19 @@ def test_fitted_pvalues_are_calibrated_on_an_independent_null():
     observed = exceed / n_fresh
     relative_sd = np.sqrt((1 - pvalues) / pvalues * (1 / fitted.n_values + 1 / n_fresh))
     assert np.all(np.abs(observed / pvalues - 1) <= 4 * relative_sd), observed / pvalues
+
+
+def test_default_null_size_follows_the_resample_size():
+    """About the same simulation work at every size (a pair costs about its sample count):
+    100 M values up to 300 samples per resample, 10 M from 3,000, 3e10 / m in between; the
+    tail on the top 10,000 values, or the top 0.1% of a smaller null."""
+    assert default_null_pairs(32) == default_null_pairs(300) == MAX_NULL_PAIRS == 100_000_000
+    assert default_null_pairs(3_000) == default_null_pairs(50_000) == MIN_NULL_PAIRS == 10**7
+    assert default_null_pairs(600) == 50_000_000
+    sizes = [default_null_pairs(m) for m in range(2, 6_000, 7)]
+    assert all(a >= b for a, b in zip(sizes, sizes[1:]))
+    assert default_tail_values(100_000_000) == default_tail_values(10_000_000) == 10_000
+    assert default_tail_values(600_000) == 600
 
 
 def test_streamed_summary_equals_the_sorted_null():
@@ -111,11 +129,15 @@ def test_threshold_and_pvalue_are_inverse_and_monotone():
     assert np.all(np.diff(thresholds) > 0)
     for p in (1e-4, 1e-8, 1e-12):
         assert model.pvalue(model.threshold(p)) == pytest.approx(p, rel=1e-9)
+    # across the edge of the kept top (the top 10%), from exact values to the body's sample
+    edge = model.top.size / model.n_values
+    near = np.linspace(edge - 1e-4, edge + 1e-4, 401)
+    assert np.all(np.diff([model.threshold(p) for p in near]) <= 0)
 
 
 def test_fit_rejects_too_small_tails():
     with pytest.raises(ValueError, match="tail fit"):
-        fit_null(np.random.default_rng(0).random(1000), n_samples=10, tail_fraction=0.01)
+        fit_null(np.random.default_rng(0).random(1000), n_samples=10, tail_values=10)
 
 
 def test_bootstrap_duplicates_raise_the_null():

@@ -6,9 +6,9 @@ samples and on how the samples were drawn. We simulate it by running the *same* 
 ranking code on genes of independent random values, and compute the MI of all pairs among them.
 
 A p-value far below 1 / (number of null values) needs a tail model. Above the tail start ``u``
-(the ``1 - tail_fraction`` quantile of the null values, by default the top 10,000 of 10 M) the
-null values are fitted by a gamma distribution truncated at ``u``, by maximum likelihood:
-P(MI > x) = tail_fraction * G(x) / G(u), with G the gamma survival function. Below ``u``
+(by default the top 10,000 null values) the null values are fitted by a gamma distribution
+truncated at ``u``, by maximum likelihood: P(MI > x) = tail_fraction * G(x) / G(u), with G the
+gamma survival function and tail_fraction the share of null values above ``u``. Below ``u``
 p-values are empirical. Why gamma: 2 m MI of a fixed partition is chi-square under independence,
 and a chi-square's log-survival steepens with x towards its exponential rate. What was tried
 (observed over nominal exceedance at p = 1e-3 to 1e-6 on 20 M fresh null values, fit on 1 M;
@@ -25,23 +25,29 @@ chosen on simulation seeds 1 and 2, reported in bench/RESULTS.md on fresh seeds)
 
 With 1 M null values that gamma tail rests on 1,000 values, and on fresh seeds it was
 anti-conservative at 1e-5 and 1e-6 (up to 1.9 and 2.7): one fit varies too much for three
-decades of extrapolation. The default is therefore 10 M null values, the same model on 10,000
-tail values (checked on seeds 5-6 at 100 and 500 samples, then on 7-8 with 100 M fresh values at
-50 to 500 samples and 40 M at 5,000: 0.79 to 1.27 at every p from 1e-3 to 1e-6; starting the tail
-at the top 0.03% or 0.01% instead was no better, 0.62 to 1.45). On the report seeds (9-10,
-bench/RESULTS.md) it gave 0.96-1.06 from 1e-3 to 1e-5 but 0.91-1.51 at 1e-6: the fit still
-varies by about +-40% three decades below the tail start. A simulated null costs about 3-4 s
-at 316 samples and 20-30 s at 3,160 on two cores, once per sample size.
+decades of extrapolation. With 10 M values (the same model on 10,000 tail values; seeds 5-8) the
+report seeds 9-10 gave 0.96-1.06 from 1e-3 to 1e-5 but 0.91-1.51 at 1e-6: the fit still varied by
+about +-40% three decades below the tail start, and most at 50-100 samples. Starting the tail at
+the top 0.03% or 0.01% of 10 M was no better (0.62 to 1.52 on seeds 7-8 and 11-12).
+
+The default null is therefore as large as a fixed amount of work allows (``default_null_pairs``):
+a pair's MI costs about its sample count m, so about 3e10 / m values, from 100 M at up to 300
+samples per resample (where 10 M had missed) to 10 M from 3,000 (where it had held), about 10 s
+on two cores at any size. The tail stays on the top 10,000 values, so with 100 M it starts at
+p = 1e-4 and p = 1e-6 is two decades away. On the choice seeds (1-2, 7-8, 11-12; 100 M fresh
+values) this gave 0.84 to 1.22 at 1e-6 at 50, 100, 500 and 5,000 samples; tails on the top
+1,000, 3,000 or 30,000 values did about as well (0.78 to 1.19), so the count was left as it was.
+The report on fresh seeds is in bench/RESULTS.md.
 
 The values are summarized as they are simulated (``_summarize``): the top 10% exactly, at most
-1 M values (with 10 M, every p-value from the tail start to 0.1 is the exact empirical one over
-all of them), and the first 100,000 values as a sample for larger p-values. So the simulation
-holds a few batches and about 1.1 M values whatever the null's size, and the disk cache holds
-the same (about 9 MB per key).
+1 M values (so with 10 M, every p-value from the tail start to 0.1 is the exact empirical one
+over all of them; with 100 M, up to 0.01), and the first 100,000 values as a sample for larger
+p-values. So the simulation holds a few batches and about 1.1 M values whatever the null's
+size, and the disk cache holds the same (about 9 MB per key).
 
 ``tests/test_null.py`` checks p-values from a fit on one sample against the exceedance rates of an
 independent one, and the streamed summary against all values sorted; ``bench/null_calibration.py``
-runs the table above at 50 to 5,000 samples.
+runs the calibration tables at 50 to 5,000 samples.
 
 The Gaussian-copula estimator needs no simulation: its null law is analytic
 (``netinfer.mi.gcmi.GaussianCopulaNull``, with the same ``pvalue`` and ``threshold`` methods), and
@@ -72,8 +78,16 @@ from scipy import special
 from netinfer.io import atomic_write
 from netinfer.mi.apmi import apmi_pairs, random_tie_ranks, rank_codes
 
-DEFAULT_NULL_PAIRS = 10_000_000
-DEFAULT_TAIL_FRACTION = 0.001  # the top 10,000 of the default 10 M null values
+#: The default null's size, chosen by the resample size m (``default_null_pairs``): about
+#: ``NULL_WORK`` / m values, so about the same time at any size (10 s on two cores), but never
+#: fewer than ``MIN_NULL_PAIRS`` nor more than ``MAX_NULL_PAIRS``.
+MAX_NULL_PAIRS = 100_000_000
+MIN_NULL_PAIRS = 10_000_000
+NULL_WORK = 30_000_000_000
+#: The fitted tail rests on the top ``TAIL_VALUES`` null values, or on the top
+#: ``MAX_TAIL_FRACTION`` of a small null.
+TAIL_VALUES = 10_000
+MAX_TAIL_FRACTION = 0.001
 #: The top 10% of the null values are kept exactly, but at most ``KEPT_MAX`` of them: with the
 #: default 10 M, every p-value from the tail start to 0.1 (the FDR pre-filter's range) is the
 #: exact empirical one, and a larger null costs time, not memory. Above them a sample serves.
@@ -154,23 +168,39 @@ class NullModel:
             lower = int(index)
             upper = min(lower + 1, n_top - 1)
             return float(self.top[lower] + (index - lower) * (self.top[upper] - self.top[lower]))
-        share_of_rest = (pvalue * n - n_top) / (n - n_top)  # P(MI >= x | MI < top[0])
+        # P(MI >= x | MI < top[0]), clipped: next to top[0], np.quantile's index and p * n
+        # disagree by one value
+        share_of_rest = min(1.0, max(0.0, (pvalue * n - n_top) / (n - n_top)))
         return float(np.quantile(self.body, 1.0 - share_of_rest))
 
 
-def fit_null(values: np.ndarray, *, n_samples: int, tail_fraction: float = DEFAULT_TAIL_FRACTION):
+def fit_null(values: np.ndarray, *, n_samples: int, tail_values: int | None = None):
     """The null model of MI ``values`` held in memory (see ``NullModel`` and the module
-    docstring)."""
+    docstring); the tail rests on the top ``tail_values`` (default ``default_tail_values``)."""
     values = np.asarray(values, dtype=np.float64)
+    n_tail = default_tail_values(values.size) if tail_values is None else tail_values
     sample = values[:: max(1, values.size // BODY_SAMPLE)]  # in any order, sorted too
-    summary = _summarize([values], _kept_count(values.size, tail_fraction), sample)
-    return _fit(*summary, n_samples=n_samples, tail_fraction=tail_fraction)
+    summary = _summarize([values], _kept_count(values.size, n_tail), sample)
+    return _fit(*summary, n_samples=n_samples, n_tail=n_tail)
 
 
-def _kept_count(n_values: int, tail_fraction: float) -> int:
+def default_null_pairs(resample_size: int) -> int:
+    """The default number of null values for resamples of ``resample_size`` samples: about
+    ``NULL_WORK / resample_size`` (a pair's MI costs about its sample count), within
+    ``MIN_NULL_PAIRS`` to ``MAX_NULL_PAIRS``: 100 M up to 300 samples, 10 M from 3,000."""
+    return int(min(MAX_NULL_PAIRS, max(MIN_NULL_PAIRS, NULL_WORK // max(1, resample_size))))
+
+
+def default_tail_values(n_values: int) -> int:
+    """The default tail of a null of ``n_values``: its top ``TAIL_VALUES`` values, or its top
+    ``MAX_TAIL_FRACTION`` when that is fewer."""
+    return min(TAIL_VALUES, int(round(MAX_TAIL_FRACTION * n_values)))
+
+
+def _kept_count(n_values: int, n_tail: int) -> int:
     """How many top values ``_summarize`` keeps of ``n_values`` (see ``KEPT_FRACTION``)."""
     fraction = min(int(np.ceil(KEPT_FRACTION * n_values)), KEPT_MAX)
-    return max(1, fraction, 2 * int(round(tail_fraction * n_values)))
+    return max(1, fraction, 2 * n_tail)
 
 
 def _summarize(batches, keep: int, sample: np.ndarray | None = None):
@@ -209,19 +239,19 @@ def _prune_top(values: np.ndarray, keep: int) -> tuple[np.ndarray, float]:
     return values[values >= cut], float(cut)
 
 
-def _fit(top, body, n_values, moments, *, n_samples: int, tail_fraction: float) -> NullModel:
-    """Fit the truncated-gamma tail by maximum likelihood (scipy.optimize is needed only here,
-    when a null is simulated, so a run with a cached null never imports it)."""
+def _fit(top, body, n_values, moments, *, n_samples: int, n_tail: int) -> NullModel:
+    """Fit the truncated-gamma tail to the top ``n_tail`` values by maximum likelihood
+    (scipy.optimize is needed only here, when a null is simulated, so a run with a cached null
+    never imports it)."""
     from scipy import optimize
 
-    n_tail = int(round(tail_fraction * n_values))
     if n_tail < 50:
         raise ValueError(
-            f"a tail fit needs at least 50 null values above the tail start; "
-            f"{n_values} values x tail_fraction {tail_fraction} gives {n_tail}"
+            f"a tail fit needs at least 50 null values above the tail start, not {n_tail} "
+            f"(of {n_values} null values)"
         )
     if n_tail >= top.size:
-        raise ValueError(f"tail_fraction {tail_fraction} must be below the kept {top.size} values")
+        raise ValueError(f"a tail of {n_tail} values must be below the kept {top.size} values")
     tail_start = float(top[top.size - n_tail - 1])
     tail = top[top.size - n_tail :]
     log_tail_sum = np.log(tail).sum()
@@ -294,8 +324,8 @@ def null_model(
     min_split: int,
     seed: int,
     partition: str = "netinfer",
-    n_pairs: int = DEFAULT_NULL_PAIRS,
-    tail_fraction: float = DEFAULT_TAIL_FRACTION,
+    n_pairs: int | None = None,
+    tail_values: int | None = None,
 ) -> NullModel:
     """Simulate (or load from the disk cache) and fit the null MI distribution for data of
     ``n_samples`` samples.
@@ -319,10 +349,16 @@ def null_model(
     partition
         The estimator's partition (``netinfer.mi.apmi.PARTITIONS``).
     n_pairs
-        Number of null MI values (at least; rounded up to whole batches).
-    tail_fraction
-        Fraction of the null above the tail start.
+        Number of null MI values (at least; rounded up to whole batches); None:
+        ``default_null_pairs`` of the resample size.
+    tail_values
+        Null values above the tail start; None: ``default_tail_values``.
     """
+    resample_size = subsample_size(n_samples, fraction) if scheme == "subsample" else n_samples
+    if n_pairs is None:
+        n_pairs = default_null_pairs(resample_size)
+    if tail_values is None:
+        tail_values = default_tail_values(null_size(n_pairs))
     simulation = dict(
         scheme=scheme,
         fraction=fraction,
@@ -331,11 +367,10 @@ def null_model(
         partition=partition,
         n_pairs=n_pairs,
     )
-    resample_size = subsample_size(n_samples, fraction) if scheme == "subsample" else n_samples
     directory = null_cache_dir()
     path = None
     if directory is not None:
-        key = (NULL_CACHE_VERSION, n_samples, *simulation.values(), tail_fraction)
+        key = (NULL_CACHE_VERSION, n_samples, *simulation.values(), tail_values)
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
         path = directory / f"null-{n_samples}-{digest}.npz"
         try:
@@ -344,10 +379,10 @@ def null_model(
             pass  # absent or unreadable: simulate, then (re)write it
     model = _fit(
         *_summarize(
-            null_batches(n_samples, **simulation), _kept_count(null_size(n_pairs), tail_fraction)
+            null_batches(n_samples, **simulation), _kept_count(null_size(n_pairs), tail_values)
         ),
         n_samples=resample_size,
-        tail_fraction=tail_fraction,
+        n_tail=tail_values,
     )
     if path is not None:
         try:
@@ -402,7 +437,7 @@ def null_batches(
     min_split: int,
     seed: int,
     partition: str = "netinfer",
-    n_pairs: int = DEFAULT_NULL_PAIRS,
+    n_pairs: int,
 ) -> Iterator[np.ndarray]:
     """Null MI values, one batch at a time, ``null_size(n_pairs)`` in all.
 
