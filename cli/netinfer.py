@@ -36,6 +36,30 @@ resampling (default: 100 subsamples of 63.2%% of the samples, without replacemen
 """
 
 
+def _null_pairs(text: str) -> int:
+    """A positive count of null values (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def _add_null_pairs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--null-pairs",
+        type=_null_pairs,
+        default=None,
+        metavar="N",
+        help="apmi: null MI values simulated for the threshold, once per sample size and then "
+        "cached on disk (only their top 10%%, at most 1 M, and a sample are kept); more reach "
+        "deeper p-values before the fitted tail (default: by samples per resample m, about "
+        "3e10 / m: 100 M up to 300, 10 M from 3,000; about 10 s on two cores)",
+    )
+
+
 def _add_estimator_argument(parser: argparse.ArgumentParser, default: str | None = "apmi") -> None:
     parser.add_argument(
         "--estimator",
@@ -178,16 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         "ranks; aracne3, aracne-ap: each reference's own rounding, to reproduce its MI values "
         "(default: netinfer)",
     )
-    run.add_argument(
-        "--null-pairs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="apmi: null MI values simulated for the threshold, once per sample size and then "
-        "cached on disk (only their top 10%%, at most 1 M, and a sample are kept); more reach "
-        "deeper p-values before the fitted tail (default: by samples per resample m, about "
-        "3e10 / m: 100 M up to 300, 10 M from 3,000; about 10 s on two cores)",
-    )
+    _add_null_pairs_argument(run)
     run.add_argument(
         "--full-output",
         action="store_true",
@@ -388,6 +403,7 @@ def _celltype_parser(commands) -> None:
         help="ARACNe per cluster (default: 100)",
     )
     _add_estimator_argument(run)
+    _add_null_pairs_argument(run)
     run.add_argument("--fdr", type=float, default=0.05, help="consensus BH FDR (default: 0.05)")
     run.add_argument(
         "--allow-empty",
@@ -981,6 +997,7 @@ def _celltype_command(args: argparse.Namespace, console: Console) -> None:
                 resamples=args.resamples,
                 fdr=args.fdr,
                 estimator=args.estimator,
+                aracne_options=None if args.null_pairs is None else {"null_pairs": args.null_pairs},
                 keep_cluster_networks=args.keep_cluster_networks,
                 allow_empty=args.allow_empty,
                 client=client,

@@ -352,7 +352,13 @@ def test_celltype_networks_command(tmp_path, capsys):
         "--store",
         str(store),
         *PIPELINE_OPTIONS,
+        "--null-pairs",
+        "1000000",
     ]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args[:-1], "0"])
+    assert exit_info.value.code == 2
+    assert "--null-pairs: must be a positive integer, not '0'" in capsys.readouterr().err
     assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert "QC: 480 cells -> 480 kept" in err and "consensus" in err
@@ -363,6 +369,8 @@ def test_celltype_networks_command(tmp_path, capsys):
     with GraphStore.open(store) as reader:
         listing = reader.list().set_index("name")
     assert set(listing.index) == {"type A", "type B"} and (listing["edges"] > 0).all()
+    with GraphStore.open(store) as reader:
+        assert reader.info("type A")["params"]["aracne_options"] == {"null_pairs": 1_000_000}
     missing = [*args[:3], "celltype", *args[4:]]
     assert cli.main(missing) == 2
     assert "no obs column 'celltype'" in capsys.readouterr().err
