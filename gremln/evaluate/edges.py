@@ -458,6 +458,7 @@ def _copy_assignment(assignment, copy, name: str, held: np.ndarray) -> None:
         edge_rows=assignment.edge_rows[keep],
         edge_cols=assignment.edge_cols[keep],
         params={**assignment.meta.get("params", {}), "held_out_pairs": int(held.size)},
+        label_cells=assignment.label_cells,  # which cells' labels it read stays known
     )
 
 
