@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,36 +286,106 @@ def split_graph_settings(
     return dict(graph_mode=graph_mode, reference=reference)
 
 
-def refuse_label_reading_graphs(graphs_path, graph_mode: str, cell_ids) -> None:
-    """Refuse ``assignment:NAME`` graphs whose making read the evaluated cells' own labels (as
-    ``netinfer cellspecific`` records in the assignment's ``read_labels``): given to those
-    cells, they would give their labels away.
+def refuse_label_reading_graphs(
+    graphs_path, graph_mode: str, cell_ids, *, reference=None, cell_type_key: str | None = None
+) -> None:
+    """Refuse graphs whose making read an evaluated cell's label: given to evaluated cells, they
+    would carry those labels into the features.
+
+    - ``assignment:NAME`` whose ``read_labels`` (in its parameters) says it read labels: of its
+      own cells (``netinfer cellspecific``: each cell's graph gives its label away), or of the
+      reference cells listed in its ``label_cells`` (``netinfer integrate``: each reference
+      cell's label reaches the graphs of its neighbours, mostly cells of its own type).
+    - ``integrated`` with a given ``reference``: the integration about to run reads the labels
+      of the reference's labelled cells, in the same way.
+
+    Cells are matched by id. An integration's assignment written before ``label_cells`` was
+    recorded says nothing of its reference and is accepted unchecked.
+
+    Parameters
+    ----------
+    graphs_path
+        The graph store.
+    graph_mode
+        The evaluation's graph mode.
+    cell_ids
+        The evaluated cells: those whose labels are predicted.
+    reference, cell_type_key
+        The integration's reference and its label column (``integrated`` mode).
 
     Raises
     ------
     InputError
-        The assignment read its cells' labels and some evaluated cell is among them.
+        Some evaluated cell's label was read (or would be); the message names the store and
+        assignment (or ``<reference>``), how many evaluated cells, a few of them, and what to
+        do instead.
     """
-    if not graph_mode.startswith("assignment:"):
-        return
     import pandas as pd
 
+    cell_ids = pd.Index(np.asarray(cell_ids).astype(str))
+    if graph_mode == "integrated":
+        if reference is None or cell_type_key is None:
+            return  # each split's fitting cells are its reference (or embedding refuses it)
+        from netinfer.sc.validate import labelled_cells
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the integration warns about them
+            labelled = labelled_cells(reference, cell_type_key, "<reference>")
+        _refuse_evaluated(
+            cell_ids,
+            reference.obs_names[labelled],
+            f"<reference>: the integration would read the labels (obs[{cell_type_key!r}]) of "
+            "its cells, which reach the graphs of their neighbours",
+            "Give a reference without the evaluated cells, or none (each split's training and "
+            "validation cells are then the reference)",
+        )
+        return
+    if not graph_mode.startswith("assignment:"):
+        return
     from gremln.data import GraphSource
+    from netinfer.integrate import READ_REFERENCE_LABELS
 
     name = graph_mode.removeprefix("assignment:")
     assignment = GraphSource(graphs_path).get_assignment(name)
     read = assignment.meta.get("params", {}).get("read_labels")
     if not read:
         return
-    cell_ids = pd.Index(np.asarray(cell_ids).astype(str))
-    leaked = cell_ids[cell_ids.isin([str(c) for c in assignment.cells])]
+    column = read.get("column")
+    if read.get("of") != READ_REFERENCE_LABELS:
+        _refuse_evaluated(
+            cell_ids,
+            assignment.cells,
+            f"{graphs_path}: assignment {name!r} was made from its cells' own labels "
+            f"(obs[{column!r}] of {read.get('of')}, e.g. netinfer cellspecific), whose graphs "
+            "would give their labels away",
+            "Use graph mode integrated, ppi:NAME or none",
+        )
+        return
+    if assignment.label_cells is None:
+        raise InputError(
+            f"{graphs_path}: assignment {name!r} was made from its reference cells' labels "
+            "but does not list them (no label_cells array), so it cannot be checked; make it "
+            "again with netinfer integrate"
+        )
+    _refuse_evaluated(
+        cell_ids,
+        assignment.label_cells,
+        f"{graphs_path}: assignment {name!r} was made from the labels (obs[{column!r}]) of its "
+        "reference cells (netinfer integrate), which reach the graphs of their neighbours",
+        "Integrate with a reference that excludes the evaluated cells (netinfer integrate "
+        "--reference), or use graph mode integrated, ppi:NAME or none",
+    )
+
+
+def _refuse_evaluated(cell_ids, read_ids, what: str, remedy: str) -> None:
+    """Raise ``InputError`` (``what``; how many evaluated cells were read, a few ids;
+    ``remedy``) when any of ``cell_ids`` is among ``read_ids``."""
+    leaked = cell_ids[cell_ids.isin(np.asarray(read_ids).astype(object))]  # (zarr: StringDType)
     if len(leaked):
         raise InputError(
-            f"{graphs_path}: assignment {name!r} was made from its cells' own labels "
-            f"(obs[{read.get('column')!r}] of {read.get('of')}, e.g. netinfer cellspecific); "
-            f"{len(leaked)} evaluated cell(s) are among them (e.g. {', '.join(leaked[:3])}), "
-            "whose graphs would give their labels away. Use graph mode integrated, ppi:NAME "
-            "or none"
+            f"{what}; {len(leaked)} of the {len(cell_ids)} evaluated cells are among them "
+            f"(e.g. {', '.join(leaked[:3])}): their labels would reach the evaluated cells' "
+            f"features. {remedy}"
         )
 
 

@@ -279,7 +279,9 @@ def evaluate_celltype(
             "integrated (the default), ppi:NAME or none"
         )
     require_obs_column(adata, cell_type_key)
-    refuse_label_reading_graphs(graphs_path, graph_mode, adata.obs_names)
+    refuse_label_reading_graphs(
+        graphs_path, graph_mode, adata.obs_names, reference=reference, cell_type_key=cell_type_key
+    )
     features = feature_sets(
         adata,
         model_set(model, vanilla, compare),

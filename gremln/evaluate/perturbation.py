@@ -318,7 +318,13 @@ def evaluate_perturbation(
     if graph_mode == "celltype":
         raise ValueError("graph mode celltype reads every cell's label; use integrated or ppi:NAME")
     rows, labels = perturbed_cells(adata, perturbation_key, control=control, min_cells=min_cells)
-    refuse_label_reading_graphs(graphs_path, graph_mode, adata.obs_names[rows])
+    refuse_label_reading_graphs(
+        graphs_path,
+        graph_mode,
+        adata.obs_names[rows],
+        reference=reference,
+        cell_type_key=cell_type_key,
+    )
     perturbed, removed = without_perturbed_genes(adata[rows], perturbation_key, control=control)
     classes, codes = np.unique(labels, return_inverse=True)
     models = {name: as_model(m) for name, m in model_set(model, vanilla, compare).items()}
