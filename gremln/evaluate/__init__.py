@@ -21,7 +21,9 @@ depends on the time or the machine's state, so a rerun with the same seed writes
 Features never see a test cell's label: models embed every cell with the graphs of
 :func:`gremln.embed.compute_embeddings`. In ``integrated`` mode without a separate reference,
 the reference of each split is its training and validation cells, so test cells get their graphs
-from their neighbours among those; a vanilla model ignores graphs and embeds once. The
+from their neighbours among those; a vanilla model ignores graphs and embeds once. Graphs made
+from the evaluated cells' labels, their own or their neighbours' (a given reference, or a stored
+assignment, that holds evaluated cells), are refused (:func:`refuse_label_reading_graphs`). The
 integration is held in memory as the assignment ``gremln-evaluate`` (a fresh one per split):
 evaluations only read the graph store, so they need no writer lock and never collide.
 """

@@ -259,7 +259,9 @@ def evaluate_celltype(
         not ``celltype``, which would give every test cell the graph of its own label, nor an
         ``assignment:NAME`` made from the cells' own labels (``netinfer cellspecific``).
     reference
-        Labelled reference cells for the integration (default: each split's training cells).
+        Labelled reference cells for the integration (default: each split's training cells);
+        refused when it holds cells of ``adata`` (their labels would reach their neighbours'
+        graphs), as is an ``assignment:NAME`` whose integration read them.
     layer
         Layer holding the counts.
     n_splits, n_pcs, seed

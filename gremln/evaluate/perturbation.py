@@ -296,7 +296,8 @@ def evaluate_perturbation(
     graph_mode, reference, cell_type_key
         The cells' graphs, as :func:`gremln.evaluate.feature_sets` (``ppi:NAME`` gives every
         cell the same graph; ``integrated`` without a reference reads ``cell_type_key`` of the
-        training and validation cells); not ``celltype``.
+        training and validation cells); not ``celltype``, nor a reference (or an
+        ``assignment:NAME``) that read the labels of perturbed cells.
     layer
         Layer holding the counts.
     min_cells
