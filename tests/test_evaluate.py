@@ -104,9 +104,9 @@ def test_celltype_evaluation_refuses_graphs_from_labels(setup, tmp_path):
             graph_mode="assignment:per_cell",
         )
     # an integration reads its reference's labels, not those of the cells it gives graphs to
-    refuse_label_reading_graphs(graphs, "assignment:knn", adata.obs_names[adata.n_obs // 2 :])
+    refuse_label_reading_graphs(graphs, "assignment:knn", adata[adata.n_obs // 2 :])
     with pytest.raises(InputError, match=f"e.g. {adata.obs_names[-1]}"):
-        refuse_label_reading_graphs(graphs, "assignment:per_cell", adata.obs_names[-1:])
+        refuse_label_reading_graphs(graphs, "assignment:per_cell", adata[-1:])
 
 
 @pytest.mark.filterwarnings("ignore:.*have no training cells:UserWarning")  # all Naive T evaluated
@@ -158,9 +158,12 @@ def test_celltype_evaluation_refuses_integrations_that_read_evaluated_labels(
     error = capsys.readouterr().err
     assert code == 2 and f"{tmp_path / 'leaky.h5ad'}: the integration would read" in error
     assert store_digest(graphs) == before and not refused.exists()
-    refuse_label_reading_graphs(
-        graphs, "integrated", adata.obs_names, reference=outside, cell_type_key=KEY
-    )
+    refuse_label_reading_graphs(graphs, "integrated", adata, reference=outside, cell_type_key=KEY)
+    # other cells that only share ids with evaluated ones (default names of two data sets) are
+    # no evaluated cells: their labels may be read
+    namesakes = outside[: adata.n_obs].copy()
+    namesakes.obs_names = adata.obs_names[: namesakes.n_obs]
+    refuse_label_reading_graphs(graphs, "integrated", adata, reference=namesakes, cell_type_key=KEY)
     # a reference without the evaluated cells is accepted and the evaluation runs
     accepted = evaluate_celltype(
         adata,

@@ -289,7 +289,13 @@ def split_graph_settings(
 
 
 def refuse_label_reading_graphs(
-    graphs_path, graph_mode: str, cell_ids, *, reference=None, cell_type_key: str | None = None
+    graphs_path,
+    graph_mode: str,
+    evaluated,
+    *,
+    reference=None,
+    cell_type_key: str | None = None,
+    layer: str | None = None,
 ) -> None:
     """Refuse graphs whose making read an evaluated cell's label: given to evaluated cells, they
     would carry those labels into the features.
@@ -301,8 +307,11 @@ def refuse_label_reading_graphs(
     - ``integrated`` with a given ``reference``: the integration about to run reads the labels
       of the reference's labelled cells, in the same way.
 
-    Cells are matched by id. An integration's assignment written before ``label_cells`` was
-    recorded says nothing of its reference and is accepted unchecked.
+    A stored assignment's cells are matched by id. A given reference's cell is an evaluated cell
+    when it has the same id and the same counts (on their shared genes), as ``integrate`` tells
+    a cell from another that only shares its id (default names "0", "1", ... of two data sets).
+    An integration's assignment written before ``label_cells`` was recorded says nothing of its
+    reference and is accepted unchecked.
 
     Parameters
     ----------
@@ -310,10 +319,13 @@ def refuse_label_reading_graphs(
         The graph store.
     graph_mode
         The evaluation's graph mode.
-    cell_ids
-        The evaluated cells: those whose labels are predicted.
+    evaluated
+        The evaluated cells (AnnData): those whose labels are predicted.
     reference, cell_type_key
         The integration's reference and its label column (``integrated`` mode).
+    layer
+        The layer holding the evaluated cells' counts (default ``X``; the reference's are in
+        ``X``, as the integration reads them).
 
     Raises
     ------
@@ -324,7 +336,7 @@ def refuse_label_reading_graphs(
     """
     import pandas as pd
 
-    cell_ids = pd.Index(np.asarray(cell_ids).astype(str))
+    cell_ids = pd.Index(np.asarray(evaluated.obs_names).astype(str))
     if graph_mode == "integrated":
         if reference is None or cell_type_key is None:
             return  # each split's fitting cells are its reference (or embedding refuses it)
@@ -333,9 +345,10 @@ def refuse_label_reading_graphs(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the integration warns about them
             labelled = labelled_cells(reference, cell_type_key, "<reference>")
+        read = pd.Index(np.asarray(reference.obs_names[labelled]).astype(str))
         _refuse_evaluated(
             cell_ids,
-            reference.obs_names[labelled],
+            _same_cells(evaluated, reference, read.intersection(cell_ids), layer),
             f"<reference>: the integration would read the labels (obs[{cell_type_key!r}]) of "
             "its cells, which reach the graphs of their neighbours",
             "Give a reference without the evaluated cells, or none (each split's training and "
@@ -375,8 +388,26 @@ def refuse_label_reading_graphs(
         f"{graphs_path}: assignment {name!r} was made from the labels (obs[{column!r}]) of its "
         "reference cells (netinfer integrate), which reach the graphs of their neighbours",
         "Integrate with a reference that excludes the evaluated cells (netinfer integrate "
-        "--reference), or use graph mode integrated, ppi:NAME or none",
+        "--reference), or use graph mode integrated, ppi:NAME or none. (Cells are matched by "
+        "id: if these are other cells that only share ids with reference cells, give the two "
+        "data sets distinct cell ids and integrate again.)",
     )
+
+
+def _same_cells(evaluated, reference, ids, layer: str | None):
+    """Of ``ids`` (cells of both), those with the same counts in both on their shared genes:
+    the same cells, not others that only share their ids."""
+    import scipy.sparse as sp
+
+    if not len(ids):
+        return ids
+    genes = evaluated.var_names.intersection(reference.var_names)
+    mine = evaluated[ids, genes]
+    mine = mine.layers[layer] if layer is not None else mine.X
+    differ = sp.csr_matrix(mine, dtype=np.float64) - sp.csr_matrix(
+        reference[ids, genes].X, dtype=np.float64
+    )
+    return ids[np.asarray(abs(differ).sum(axis=1)).ravel() == 0]
 
 
 def _refuse_evaluated(cell_ids, read_ids, what: str, remedy: str) -> None:

@@ -114,9 +114,10 @@ def evaluate_all(
         refuse_label_reading_graphs(
             graphs_path,
             graph_mode,
-            perturbation.obs_names[rows],
+            perturbation[rows],
             reference=reference,
             cell_type_key=cell_type_key,
+            layer=layer,
         )
     model = as_model(model)
     vanilla = as_model(vanilla) if vanilla is not None else None

@@ -282,7 +282,12 @@ def evaluate_celltype(
         )
     require_obs_column(adata, cell_type_key)
     refuse_label_reading_graphs(
-        graphs_path, graph_mode, adata.obs_names, reference=reference, cell_type_key=cell_type_key
+        graphs_path,
+        graph_mode,
+        adata,
+        reference=reference,
+        cell_type_key=cell_type_key,
+        layer=layer,
     )
     features = feature_sets(
         adata,

@@ -322,9 +322,10 @@ def evaluate_perturbation(
     refuse_label_reading_graphs(
         graphs_path,
         graph_mode,
-        adata.obs_names[rows],
+        adata[rows],
         reference=reference,
         cell_type_key=cell_type_key,
+        layer=layer,
     )
     perturbed, removed = without_perturbed_genes(adata[rows], perturbation_key, control=control)
     classes, codes = np.unique(labels, return_inverse=True)
