@@ -305,7 +305,9 @@ def _add_evaluate_parser(commands) -> None:
         description="A linear classifier with early stopping on a validation split, on three "
         "stratified random splits: macro precision, recall and F1, accuracy; a confusion-matrix "
         "figure. Baselines: PCA of log-normalized expression, and --vanilla when given. Without "
-        "--reference, each split's training cells are the integration's reference.",
+        "--reference, each split's training cells are the integration's reference; a reference "
+        "(or an assignment:NAME of netinfer integrate) that read the labels of the evaluated "
+        "cells is refused.",
     )
     expression = tasks.add_parser(
         "expression",

@@ -176,7 +176,16 @@ class _AssignmentInMemory:
         return self.n_graphs - 1
 
     def publish(
-        self, *, cells, graph_index, weights, cell_types, edge_rows, edge_cols, params=None
+        self,
+        *,
+        cells,
+        graph_index,
+        weights,
+        cell_types,
+        edge_rows,
+        edge_cols,
+        params=None,
+        label_cells=None,
     ):
         from netinfer.store import Assignment
 
@@ -191,6 +200,7 @@ class _AssignmentInMemory:
             graph_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
             graph_edges=np.concatenate(self.graphs or [np.empty(0, np.int32)]),
             meta={"name": self.name, "params": dict(params or {})},
+            label_cells=None if label_cells is None else np.asarray(label_cells, dtype=str),
         )
 
 

@@ -36,6 +36,10 @@ from scipy import optimize, special, stats
 from netinfer.io import InputError
 from netinfer.sc.validate import validate_counts
 
+#: ``params["read_labels"]["of"]`` of an integration's assignment: the graphs were made from the
+#: labels of the reference cells listed in the assignment's ``label_cells``
+READ_REFERENCE_LABELS = "reference cells (label_cells)"
+
 
 @dataclass(frozen=True)
 class RecurrenceMixture:
@@ -429,8 +433,9 @@ def integrate(
     Returns
     -------
     ``IntegrationResult``; the store gets the assignment ``name``: the distinct graphs, each
-    cell's graph index, the weights and the cell types that have a network
-    (``GraphStore.get_assignment``).
+    cell's graph index, the weights, the cell types that have a network and, as
+    ``label_cells``, the ids of the labelled reference cells, whose labels were read
+    (``GraphStore.get_assignment``; ``params["read_labels"]`` says so).
 
     Notes
     -----
@@ -554,6 +559,8 @@ def integrate(
         "k": k,
         "alpha": alpha,
         "n_pcs": n_comps,
+        # provenance: the query cells' graphs carry these cells' labels (evaluations check this)
+        "read_labels": {"column": cell_type_key, "of": READ_REFERENCE_LABELS},
     }
     if not allow_empty and not sizes[graph_index].any():
         raise InputError(
@@ -570,5 +577,6 @@ def integrate(
         edge_rows=networks.rows,
         edge_cols=networks.cols,
         params=summary,
+        label_cells=reference.obs_names.astype(str).to_numpy(),
     )
     return IntegrationResult(types, counts / k, graph_index, summary)

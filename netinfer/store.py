@@ -124,7 +124,12 @@ class Graph:
 
 @dataclass
 class Assignment:
-    """Per-cell graphs: cell i uses graph ``graph_index[i]``; ``graph(j)`` gives its edges."""
+    """Per-cell graphs: cell i uses graph ``graph_index[i]``; ``graph(j)`` gives its edges.
+
+    ``label_cells`` are the ids of the cells whose labels the making of the graphs read (an
+    integration's labelled reference cells), ``None`` when none were recorded (an assignment
+    that read no labels, or one written before they were recorded).
+    """
 
     cells: np.ndarray
     graph_index: np.ndarray
@@ -135,6 +140,7 @@ class Assignment:
     graph_offsets: np.ndarray
     graph_edges: np.ndarray
     meta: dict = field(default_factory=dict)
+    label_cells: np.ndarray | None = None
 
     @property
     def n_graphs(self) -> int:
@@ -209,6 +215,7 @@ class AssignmentWriter:
         edge_rows: np.ndarray,
         edge_cols: np.ndarray,
         params: dict | None = None,
+        label_cells: Sequence[str] | None = None,
     ) -> None:
         """Write each cell's graph index and posterior, then make the assignment visible.
 
@@ -226,6 +233,10 @@ class AssignmentWriter:
             The edge list the graphs index into (vocabulary indices).
         params
             How the assignment was made (JSON-serializable).
+        label_cells
+            Ids of the cells whose labels the graphs were made from (an integration's
+            reference), stored as the array ``label_cells`` so evaluations can refuse graphs
+            that carry their cells' labels; ``None``: no such array.
         """
         arrays = {
             "cells": np.asarray(cells, dtype=str),
@@ -236,6 +247,8 @@ class AssignmentWriter:
             "edges/cols": np.asarray(edge_cols, dtype=np.int32),
             "graphs/offsets": np.asarray(self._offsets, dtype=np.int64),
         }
+        if label_cells is not None:
+            arrays["label_cells"] = np.asarray(label_cells, dtype=str)
         n_cells = len(arrays["cells"])
         index = arrays["graph_index"]
         n_edges = len(arrays["edges/rows"])
@@ -819,6 +832,8 @@ class GraphStore:
             graph_offsets=group["graphs/offsets"][:],
             graph_edges=group["graphs/edges"][:],
             meta=group.attrs.asdict(),
+            # absent in assignments that read no labels and in stores written before it existed
+            label_cells=group["label_cells"][:] if "label_cells" in group else None,
         )
 
     def remove(self, name: str) -> None:

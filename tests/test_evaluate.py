@@ -8,7 +8,8 @@ import shutil
 import anndata as ad
 import numpy as np
 import pytest
-from test_embed import KEY, pretrained_models
+import zarr
+from test_embed import KEY, pretrained_models, store_digest
 
 from cli.gremln import main as gremln_main
 from gremln.embed import load_model
@@ -23,7 +24,7 @@ from gremln.evaluate.expression import evaluate_expression, r2_per_gene
 from netinfer.cellspecific import cellspecific_networks
 from netinfer.integrate import integrate
 from netinfer.io import InputError
-from netinfer.store import GraphStore
+from netinfer.store import ROOT_KEY, GraphStore
 
 FAST = {"max_length": 100}  # short sequences: quick forward passes
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -103,9 +104,90 @@ def test_celltype_evaluation_refuses_graphs_from_labels(setup, tmp_path):
             graph_mode="assignment:per_cell",
         )
     # an integration reads its reference's labels, not those of the cells it gives graphs to
-    refuse_label_reading_graphs(graphs, "assignment:knn", adata.obs_names[adata.n_obs // 2 :])
+    refuse_label_reading_graphs(graphs, "assignment:knn", adata[adata.n_obs // 2 :])
     with pytest.raises(InputError, match=f"e.g. {adata.obs_names[-1]}"):
-        refuse_label_reading_graphs(graphs, "assignment:per_cell", adata.obs_names[-1:])
+        refuse_label_reading_graphs(graphs, "assignment:per_cell", adata[-1:])
+
+
+@pytest.mark.filterwarnings("ignore:.*have no training cells:UserWarning")  # all Naive T evaluated
+def test_celltype_evaluation_refuses_integrations_that_read_evaluated_labels(
+    setup, tmp_path, capsys
+):
+    """An integration whose reference held evaluated cells gives each evaluated cell a graph
+    made from its neighbours' labels: refused, in the store (assignment) and in memory."""
+    runs, adata = setup
+    everyone = ad.read_h5ad(runs["counts"])
+    outside = everyone[~everyone.obs_names.isin(adata.obs_names)]  # never evaluated here
+    leaked = adata.obs_names[[3, 40, 77, 150, 201]]
+    leaky = ad.concat([outside, adata[leaked]])
+    graphs = tmp_path / "graphs.zarr"
+    shutil.copytree(runs["graphs"], graphs)
+    with GraphStore.open(graphs, mode="a") as store:
+        integrate(adata, leaky, store, cell_type_key=KEY, name="leaky")
+        integrate(adata, outside, store, cell_type_key=KEY, name="disjoint")
+    common = dict(cell_type_key=KEY, n_splits=1, n_pcs=20, embed_options=FAST, progress=False)
+    before = store_digest(graphs)
+    refused = tmp_path / "refused"
+    with pytest.raises(InputError) as caught:
+        evaluate_celltype(
+            adata,
+            runs["diffusion"],
+            graphs,
+            out_dir=refused,
+            graph_mode="assignment:leaky",
+            **common,
+        )
+    message = str(caught.value)
+    assert f"{graphs}: assignment 'leaky'" in message and "reference cells" in message
+    assert f"5 of the {adata.n_obs} evaluated cells" in message and leaked[0] in message
+    assert "excludes the evaluated cells" in message
+    assert store_digest(graphs) == before and not refused.exists()
+    # in memory: the same reference given to the evaluation's own integration
+    with pytest.raises(InputError, match=f"<reference>: .* 5 of .* {leaked[0]}"):
+        evaluate_celltype(
+            adata, runs["diffusion"], graphs, out_dir=refused, reference=leaky, **common
+        )
+    assert store_digest(graphs) == before and not refused.exists()
+    adata.write_h5ad(tmp_path / "data.h5ad")
+    leaky.write_h5ad(tmp_path / "leaky.h5ad")
+    code = gremln_main(
+        ["evaluate", "celltype", str(tmp_path / "data.h5ad"), "--model", str(runs["diffusion"])]
+        + ["--store", str(graphs), "--cell-type-key", KEY, "--quiet", "--out", str(refused)]
+        + ["--reference", str(tmp_path / "leaky.h5ad")]
+    )
+    error = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'leaky.h5ad'}: the integration would read" in error
+    assert store_digest(graphs) == before and not refused.exists()
+    refuse_label_reading_graphs(graphs, "integrated", adata, reference=outside, cell_type_key=KEY)
+    # other cells that only share ids with evaluated ones (default names of two data sets) are
+    # no evaluated cells: their labels may be read
+    namesakes = outside[: adata.n_obs].copy()
+    namesakes.obs_names = adata.obs_names[: namesakes.n_obs]
+    refuse_label_reading_graphs(graphs, "integrated", adata, reference=namesakes, cell_type_key=KEY)
+    # a reference without the evaluated cells is accepted and the evaluation runs
+    accepted = evaluate_celltype(
+        adata,
+        runs["diffusion"],
+        graphs,
+        out_dir=tmp_path / "ok",
+        graph_mode="assignment:disjoint",
+        **common,
+    )
+    assert accepted["params"]["graphs"] == "assignment:disjoint"
+    # an integration stored before label_cells existed cannot be checked: it still evaluates
+    root = zarr.open_group(graphs, mode="r+")
+    old = root[f"assignments/{root.attrs[ROOT_KEY]['assignments']['leaky']}"]
+    del old["label_cells"]
+    old.attrs["params"] = {k: v for k, v in old.attrs["params"].items() if k != "read_labels"}
+    result = evaluate_celltype(
+        adata,
+        runs["diffusion"],
+        graphs,
+        out_dir=tmp_path / "old",
+        graph_mode="assignment:leaky",
+        **common,
+    )
+    assert set(result["models"]) == {"gremln", "pca"}
 
 
 def test_features_of_a_split_never_read_the_other_cells_labels(setup):

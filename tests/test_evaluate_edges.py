@@ -159,6 +159,7 @@ def test_hidden_edges_are_absent_from_every_pretraining_graph(tmp_path):
             cell_types=["A"],
             edge_rows=union[0],
             edge_cols=union[1],
+            label_cells=["r0", "r1"],
         )
     before = store_digest(graphs)
     held = hold_out_edges(graphs, tmp_path / "pretraining.zarr", fraction=0.3, seed=2)
@@ -182,6 +183,7 @@ def test_hidden_edges_are_absent_from_every_pretraining_graph(tmp_path):
                 table["exclusion"], original.loc[list(zip(table.source, table.target)), "exclusion"]
             )
             a, b = source.get_assignment("per_cell"), copy.get_assignment("per_cell")
+            assert list(b.label_cells) == ["r0", "r1"]  # whose labels it read, still known
             for cell in range(3):
                 rows, cols = b.cell_graph(cell)
                 seen = {tuple(sorted(p)) for p in zip(copy.genes[rows], copy.genes[cols])}

@@ -10,6 +10,7 @@ from sklearn.decomposition import PCA
 from test_pipeline import FAST, _typed_counts
 
 from netinfer.integrate import (
+    READ_REFERENCE_LABELS,
     TypeNetworks,
     exclusion_probabilities,
     fit_recurrence_mixture,
@@ -196,6 +197,23 @@ def test_integrate_end_to_end_never_reads_query_labels(trained, tmp_path):
             zip(expected["source"], expected["target"])
         )
     assert pure >= 10  # the property was checked on enough cells
+
+
+def test_integrate_records_whose_labels_it_read(trained):
+    path, reference, query = trained
+    partly = reference.copy()
+    labels = partly.obs["cell_type"].astype(object).to_numpy()
+    labels[:7] = None  # unlabelled reference cells are left out: their labels are not read
+    partly.obs["cell_type"] = labels
+    with GraphStore.open(path, mode="a") as store:
+        with pytest.warns(UserWarning, match="7 of .* have no label"):
+            result = integrate(query, partly, store, cell_type_key="cell_type", name="read")
+    with GraphStore.open(path) as store:  # read back from disk
+        stored = store.get_assignment("read")
+    assert [str(c) for c in stored.label_cells] == list(reference.obs_names[7:])
+    assert not set(stored.label_cells) & set(query.obs_names)
+    read = {"column": "cell_type", "of": READ_REFERENCE_LABELS}
+    assert stored.meta["params"]["read_labels"] == read == result.summary["read_labels"]
 
 
 def test_reference_cells_are_never_their_own_neighbours(trained):

@@ -154,6 +154,35 @@ def test_test_cells_perturbation_labels_reach_no_model_input(setup):
         np.testing.assert_array_equal(frozen[0][name](fit_rows), frozen[1][name](fit_rows))
 
 
+def test_references_holding_perturbed_cells_are_refused_before_any_work(setup, tmp_path):
+    """The perturbed cells' labels must not reach their graphs through an integration against
+    a reference that holds some of them; evaluate all refuses before its first evaluation."""
+    runs, adata, perturbed = setup
+    typed = perturbed[-3:].copy()
+    typed.obs = pd.DataFrame({KEY: "Dendritic"}, index=typed.obs_names)
+    reference = ad.concat([adata[:300], typed])
+    reference.obs = reference.obs[[KEY]]
+    graphs = dict(graph_mode="integrated", reference=reference, cell_type_key=KEY)
+    refused = f"<reference>: .* 3 of the 120 evaluated cells .*e.g. {typed.obs_names[0]}"
+    options = _options(runs) | graphs
+    with pytest.raises(InputError, match=refused):
+        evaluate_perturbation(
+            perturbed, runs["diffusion"], runs["graphs"], out_dir=tmp_path, **options
+        )
+    with pytest.raises(InputError, match=refused):
+        evaluate_all(
+            adata[300:600].copy(),  # not in the reference: its own evaluations would run
+            runs["diffusion"],
+            runs["graphs"],
+            out_dir=tmp_path,
+            perturbation=perturbed,
+            perturbation_key="perturbation",
+            progress=False,
+            **graphs,
+        )
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_perturbation_errors_name_the_column_and_the_classes(setup):
     _, _, perturbed = setup
     with pytest.raises(InputError, match="no obs column 'guide'"):

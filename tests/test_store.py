@@ -202,6 +202,31 @@ def test_names_overwrite_remove_and_errors(store):
         store.add_graph("k", _grn(), kind="coexpression")
 
 
+def test_assignment_keeps_the_cells_whose_labels_were_read(store, tmp_path):
+    store.add_graph("g", _grn(), kind="grn")
+    cells = dict(
+        graphs=[np.array([0, 2]), np.array([1])],
+        cells=["q1", "q2", "q3"],
+        graph_index=np.array([0, 1, 0]),
+        weights=np.array([[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]]),
+        cell_types=["A", "B"],
+        edge_rows=np.array([0, 0, 1]),
+        edge_cols=np.array([2, 3, 2]),
+    )
+    read = ["r1", "r2", "q1", "r3"]
+    store.add_assignment("with", label_cells=read, **cells)
+    store.add_assignment("without", **cells)  # as every assignment before label_cells
+    store.close()
+    with GraphStore.open(tmp_path / "graphs.zarr") as reopened:
+        assert [str(c) for c in reopened.get_assignment("with").label_cells] == read
+        assert reopened.get_assignment("without").label_cells is None
+        assert reopened.validate() == []
+    root = zarr.open_group(tmp_path / "graphs.zarr", mode="r")
+    key = root.attrs[ROOT_KEY]["assignments"]
+    stored = root["assignments"]  # an array in the assignment's group, only where given
+    assert "label_cells" in stored[key["with"]] and "label_cells" not in stored[key["without"]]
+
+
 def test_vocabulary_mismatch_is_refused(store):
     store.add_genes(["TP53"], ensembl=["ENSG00000141510"])
     with pytest.raises(StoreError, match="vocabulary mismatch.*TP53"):

@@ -21,7 +21,9 @@ depends on the time or the machine's state, so a rerun with the same seed writes
 Features never see a test cell's label: models embed every cell with the graphs of
 :func:`gremln.embed.compute_embeddings`. In ``integrated`` mode without a separate reference,
 the reference of each split is its training and validation cells, so test cells get their graphs
-from their neighbours among those; a vanilla model ignores graphs and embeds once. The
+from their neighbours among those; a vanilla model ignores graphs and embeds once. Graphs made
+from the evaluated cells' labels, their own or their neighbours' (a given reference, or a stored
+assignment, that holds evaluated cells), are refused (:func:`refuse_label_reading_graphs`). The
 integration is held in memory as the assignment ``gremln-evaluate`` (a fresh one per split):
 evaluations only read the graph store, so they need no writer lock and never collide.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,36 +288,139 @@ def split_graph_settings(
     return dict(graph_mode=graph_mode, reference=reference)
 
 
-def refuse_label_reading_graphs(graphs_path, graph_mode: str, cell_ids) -> None:
-    """Refuse ``assignment:NAME`` graphs whose making read the evaluated cells' own labels (as
-    ``netinfer cellspecific`` records in the assignment's ``read_labels``): given to those
-    cells, they would give their labels away.
+def refuse_label_reading_graphs(
+    graphs_path,
+    graph_mode: str,
+    evaluated,
+    *,
+    reference=None,
+    cell_type_key: str | None = None,
+    layer: str | None = None,
+) -> None:
+    """Refuse graphs whose making read an evaluated cell's label: given to evaluated cells, they
+    would carry those labels into the features.
+
+    - ``assignment:NAME`` whose ``read_labels`` (in its parameters) says it read labels: of its
+      own cells (``netinfer cellspecific``: each cell's graph gives its label away), or of the
+      reference cells listed in its ``label_cells`` (``netinfer integrate``: each reference
+      cell's label reaches the graphs of its neighbours, mostly cells of its own type).
+    - ``integrated`` with a given ``reference``: the integration about to run reads the labels
+      of the reference's labelled cells, in the same way.
+
+    A stored assignment's cells are matched by id. A given reference's cell is an evaluated cell
+    when it has the same id and the same counts (on their shared genes), as ``integrate`` tells
+    a cell from another that only shares its id (default names "0", "1", ... of two data sets).
+    An integration's assignment written before ``label_cells`` was recorded says nothing of its
+    reference and is accepted unchecked.
+
+    Parameters
+    ----------
+    graphs_path
+        The graph store.
+    graph_mode
+        The evaluation's graph mode.
+    evaluated
+        The evaluated cells (AnnData): those whose labels are predicted.
+    reference, cell_type_key
+        The integration's reference and its label column (``integrated`` mode).
+    layer
+        The layer holding the evaluated cells' counts (default ``X``; the reference's are in
+        ``X``, as the integration reads them).
 
     Raises
     ------
     InputError
-        The assignment read its cells' labels and some evaluated cell is among them.
+        Some evaluated cell's label was read (or would be); the message names the store and
+        assignment (or ``<reference>``), how many evaluated cells, a few of them, and what to
+        do instead.
     """
-    if not graph_mode.startswith("assignment:"):
-        return
     import pandas as pd
 
+    cell_ids = pd.Index(np.asarray(evaluated.obs_names).astype(str))
+    if graph_mode == "integrated":
+        if reference is None or cell_type_key is None:
+            return  # each split's fitting cells are its reference (or embedding refuses it)
+        from netinfer.sc.validate import labelled_cells
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the integration warns about them
+            labelled = labelled_cells(reference, cell_type_key, "<reference>")
+        read = pd.Index(np.asarray(reference.obs_names[labelled]).astype(str))
+        _refuse_evaluated(
+            cell_ids,
+            _same_cells(evaluated, reference, read.intersection(cell_ids), layer),
+            f"<reference>: the integration would read the labels (obs[{cell_type_key!r}]) of "
+            "its cells, which reach the graphs of their neighbours",
+            "Give a reference without the evaluated cells, or none (each split's training and "
+            "validation cells are then the reference)",
+        )
+        return
+    if not graph_mode.startswith("assignment:"):
+        return
     from gremln.data import GraphSource
+    from netinfer.integrate import READ_REFERENCE_LABELS
 
     name = graph_mode.removeprefix("assignment:")
     assignment = GraphSource(graphs_path).get_assignment(name)
     read = assignment.meta.get("params", {}).get("read_labels")
     if not read:
         return
-    cell_ids = pd.Index(np.asarray(cell_ids).astype(str))
-    leaked = cell_ids[cell_ids.isin([str(c) for c in assignment.cells])]
+    column = read.get("column")
+    if read.get("of") != READ_REFERENCE_LABELS:
+        _refuse_evaluated(
+            cell_ids,
+            assignment.cells,
+            f"{graphs_path}: assignment {name!r} was made from its cells' own labels "
+            f"(obs[{column!r}] of {read.get('of')}, e.g. netinfer cellspecific), whose graphs "
+            "would give their labels away",
+            "Use graph mode integrated, ppi:NAME or none",
+        )
+        return
+    if assignment.label_cells is None:
+        raise InputError(
+            f"{graphs_path}: assignment {name!r} was made from its reference cells' labels "
+            "but does not list them (no label_cells array), so it cannot be checked; make it "
+            "again with netinfer integrate"
+        )
+    _refuse_evaluated(
+        cell_ids,
+        assignment.label_cells,
+        f"{graphs_path}: assignment {name!r} was made from the labels (obs[{column!r}]) of its "
+        "reference cells (netinfer integrate), which reach the graphs of their neighbours",
+        "Integrate with a reference that excludes the evaluated cells (netinfer integrate "
+        "--reference), or use graph mode integrated, ppi:NAME or none. (Cells are matched by "
+        "id: if these are other cells that only share ids with reference cells, give the two "
+        "data sets distinct cell ids and integrate again.)",
+    )
+
+
+def _same_cells(evaluated, reference, ids, layer: str | None):
+    """Of ``ids`` (cells of both), those with the same counts in both on their shared genes
+    (up to float rounding): the same cells, not others that only share their ids."""
+    import scipy.sparse as sp
+
+    if not len(ids):
+        return ids
+    genes = evaluated.var_names.intersection(reference.var_names)
+    mine = evaluated[ids, genes]
+    mine = sp.csr_matrix(mine.layers[layer] if layer is not None else mine.X, dtype=np.float64)
+    theirs = sp.csr_matrix(reference[ids, genes].X, dtype=np.float64)
+
+    def row_sums(matrix):
+        return np.asarray(abs(matrix).sum(axis=1)).ravel()
+
+    return ids[row_sums(mine - theirs) <= 1e-6 * (row_sums(mine) + row_sums(theirs))]
+
+
+def _refuse_evaluated(cell_ids, read_ids, what: str, remedy: str) -> None:
+    """Raise ``InputError`` (``what``; how many evaluated cells were read, a few ids;
+    ``remedy``) when any of ``cell_ids`` is among ``read_ids``."""
+    leaked = cell_ids[cell_ids.isin(np.asarray(read_ids).astype(object))]  # (zarr: StringDType)
     if len(leaked):
         raise InputError(
-            f"{graphs_path}: assignment {name!r} was made from its cells' own labels "
-            f"(obs[{read.get('column')!r}] of {read.get('of')}, e.g. netinfer cellspecific); "
-            f"{len(leaked)} evaluated cell(s) are among them (e.g. {', '.join(leaked[:3])}), "
-            "whose graphs would give their labels away. Use graph mode integrated, ppi:NAME "
-            "or none"
+            f"{what}; {len(leaked)} of the {len(cell_ids)} evaluated cells are among them "
+            f"(e.g. {', '.join(leaked[:3])}): their labels would reach the evaluated cells' "
+            f"features. {remedy}"
         )
 
 

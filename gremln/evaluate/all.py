@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gremln.evaluate import as_model
+from gremln.evaluate import as_model, refuse_label_reading_graphs
 from netinfer.io import InputError, atomic_write
 
 SUMMARY = "summary.md"
@@ -108,9 +108,17 @@ def evaluate_all(
         if perturbation_key is None:
             raise ValueError("perturbation data needs perturbation_key, its perturbation column")
         try:
-            perturbed_cells(perturbation, perturbation_key, control=control)
+            rows, _ = perturbed_cells(perturbation, perturbation_key, control=control)
         except InputError as error:  # say which of the two data sets it is about
             raise InputError(str(error).replace("<data>", "<perturbation>")) from error
+        refuse_label_reading_graphs(
+            graphs_path,
+            graph_mode,
+            perturbation[rows],
+            reference=reference,
+            cell_type_key=cell_type_key,
+            layer=layer,
+        )
     model = as_model(model)
     vanilla = as_model(vanilla) if vanilla is not None else None
     compare = {name: as_model(other) for name, other in (compare or {}).items()}

@@ -259,7 +259,9 @@ def evaluate_celltype(
         not ``celltype``, which would give every test cell the graph of its own label, nor an
         ``assignment:NAME`` made from the cells' own labels (``netinfer cellspecific``).
     reference
-        Labelled reference cells for the integration (default: each split's training cells).
+        Labelled reference cells for the integration (default: each split's training cells);
+        refused when it holds cells of ``adata`` (their labels would reach their neighbours'
+        graphs), as is an ``assignment:NAME`` whose integration read them.
     layer
         Layer holding the counts.
     n_splits, n_pcs, seed
@@ -279,7 +281,14 @@ def evaluate_celltype(
             "integrated (the default), ppi:NAME or none"
         )
     require_obs_column(adata, cell_type_key)
-    refuse_label_reading_graphs(graphs_path, graph_mode, adata.obs_names)
+    refuse_label_reading_graphs(
+        graphs_path,
+        graph_mode,
+        adata,
+        reference=reference,
+        cell_type_key=cell_type_key,
+        layer=layer,
+    )
     features = feature_sets(
         adata,
         model_set(model, vanilla, compare),

@@ -450,6 +450,7 @@ def _copy_assignment(assignment, copy, name: str, held: np.ndarray) -> None:
             assignment.graph_offsets[j] : assignment.graph_offsets[j + 1]
         ]
         writer.add_graph(renumber[edges[keep[edges]]])
+    read = assignment.label_cells  # whose labels it read stays known in the copy
     writer.publish(
         cells=[str(c) for c in assignment.cells],  # zarr's string arrays as plain str
         graph_index=assignment.graph_index,
@@ -458,6 +459,7 @@ def _copy_assignment(assignment, copy, name: str, held: np.ndarray) -> None:
         edge_rows=assignment.edge_rows[keep],
         edge_cols=assignment.edge_cols[keep],
         params={**assignment.meta.get("params", {}), "held_out_pairs": int(held.size)},
+        label_cells=None if read is None else [str(c) for c in read],
     )
 
 

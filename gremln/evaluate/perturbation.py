@@ -296,7 +296,8 @@ def evaluate_perturbation(
     graph_mode, reference, cell_type_key
         The cells' graphs, as :func:`gremln.evaluate.feature_sets` (``ppi:NAME`` gives every
         cell the same graph; ``integrated`` without a reference reads ``cell_type_key`` of the
-        training and validation cells); not ``celltype``.
+        training and validation cells); not ``celltype``, nor a reference (or an
+        ``assignment:NAME``) that read the labels of perturbed cells.
     layer
         Layer holding the counts.
     min_cells
@@ -318,7 +319,14 @@ def evaluate_perturbation(
     if graph_mode == "celltype":
         raise ValueError("graph mode celltype reads every cell's label; use integrated or ppi:NAME")
     rows, labels = perturbed_cells(adata, perturbation_key, control=control, min_cells=min_cells)
-    refuse_label_reading_graphs(graphs_path, graph_mode, adata.obs_names[rows])
+    refuse_label_reading_graphs(
+        graphs_path,
+        graph_mode,
+        adata[rows],
+        reference=reference,
+        cell_type_key=cell_type_key,
+        layer=layer,
+    )
     perturbed, removed = without_perturbed_genes(adata[rows], perturbation_key, control=control)
     classes, codes = np.unique(labels, return_inverse=True)
     models = {name: as_model(m) for name, m in model_set(model, vanilla, compare).items()}
