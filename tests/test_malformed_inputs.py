@@ -272,7 +272,7 @@ def test_celltype_networks_names_a_cluster_too_small_for_aracne(files, capfd):
     argv = ["celltype-networks", files / "counts.h5ad", "--regulators", files / "tfs.txt"]
     argv += ["--store", files / "graphs.zarr", "--cell-type-key", "cell_type", *QC]
     argv += ["--min-cells", "5", "--cluster-cells", "5"]  # Leiden clusters under 10 cells
-    argv += ["--resamples", "2", "--quiet", "--workers", "1"]
+    argv += ["--resamples", "2", "--null-pairs", "1000000", "--quiet", "--workers", "1"]
     message = refused(
         netinfer_cli.main,
         argv,
