@@ -25,8 +25,6 @@ from scipy import stats
 os.environ["NETINFER_CACHE_DIR"] = ""  # measure fresh simulations, keep nothing on disk
 
 from netinfer.mi.null import (  # noqa: E402
-    TAIL_VALUES,
-    default_null_pairs,
     null_batches,
     null_model,
 )
@@ -59,7 +57,7 @@ def main() -> None:
         "--tail-values",
         type=int,
         nargs="+",
-        default=[TAIL_VALUES],
+        default=[None],
         help="tail starts of the model (its null values above it) to compare",
     )
     args = parser.parse_args()
@@ -67,7 +65,7 @@ def main() -> None:
     fit_seed, fresh_seed = args.seeds
     rows = []
     for n, fresh_pairs in zip(args.sizes, args.fresh, strict=True):
-        n_pairs = default_null_pairs(n) if args.null_pairs is None else int(args.null_pairs)
+        n_pairs = None if args.null_pairs is None else int(args.null_pairs)  # None: as aracne
         started = time.perf_counter()
         models = [
             null_model(n, seed=fit_seed, n_pairs=n_pairs, tail_values=k, **common)
@@ -95,7 +93,11 @@ def main() -> None:
             flush=True,
         )
     size = "default null" if args.null_pairs is None else f"{args.null_pairs / 1e6:g} M null"
-    columns = [f"{size}, gamma above its top {k:,} values" for k in args.tail_values]
+    default_tail = "the default tail (its top 10,000 values, or top 0.1% when smaller)"
+    columns = [
+        f"{size}, {default_tail if k is None else f'gamma above its top {k:,} values'}"
+        for k in args.tail_values
+    ]
     columns += [f"{b // 10**6} M null, gamma above the top 0.1% (before)" for b in BEFORE_PAIRS]
     print(
         "\n| samples | fresh draws | p | expected count | 95% band of a calibrated tail | "
